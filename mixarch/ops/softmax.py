@@ -1,0 +1,82 @@
+"""Causal softmax attention (optionally windowed, packed or offset for decode), layout ``[B, T, H, D]``.
+
+``softmax_attention`` is the fast path (torch SDPA; the flash kernel when nothing but causality is asked for);
+``naive_softmax_attention`` is the explicit fp32 reference it is tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def attention_mask(t_q: int, t_k: int, *, window: int | None = None, cu_seqlens: torch.Tensor | None = None,
+                   device=None) -> torch.Tensor:
+    """Boolean ``[t_q, t_k]`` mask, True where query ``i`` may attend key ``j``.
+
+    Queries are the last ``t_q`` positions of the ``t_k`` keys (bottom-right aligned causality), so decode
+    (``t_q = 1``) and chunked prefill share one rule. ``window`` keeps the ``window`` most recent keys
+    (the query's own included). ``cu_seqlens`` (packed sequences, requires ``t_q == t_k``) forbids attention
+    across sequence boundaries.
+    """
+    offset = t_k - t_q
+    qi = torch.arange(t_q, device=device).unsqueeze(1) + offset
+    kj = torch.arange(t_k, device=device).unsqueeze(0)
+    mask = kj <= qi
+    if window is not None:
+        mask &= kj > qi - window
+    if cu_seqlens is not None:
+        if t_q != t_k:
+            raise ValueError("cu_seqlens needs as many queries as keys")
+        seq_id = torch.bucketize(torch.arange(t_k, device=device), cu_seqlens.to(device)[1:], right=True)
+        mask &= seq_id.unsqueeze(1) == seq_id.unsqueeze(0)
+    return mask
+
+
+def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError("q, k, v must be [B, T, H, D]")
+    if k.shape != v.shape[:-1] + (k.shape[-1],) or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"incompatible shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if q.shape[2] % k.shape[2]:
+        raise ValueError(f"query heads ({q.shape[2]}) must be a multiple of key/value heads ({k.shape[2]})")
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
+                      window: int | None = None, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal (GQA) softmax attention through ``F.scaled_dot_product_attention``.
+
+    Args:
+        q: ``[B, Tq, Hq, D]``; k, v: ``[B, Tk, Hkv, D(v)]`` with ``Hq % Hkv == 0`` and ``Tk >= Tq``.
+        scale: logit scale, default ``D ** -0.5``.
+        window: optional sliding window (number of most recent keys visible, the query's own included).
+        cu_seqlens: ``[N + 1]`` boundaries of packed sequences (``B == 1``, ``Tq == Tk``).
+    Returns:
+        ``[B, Tq, Hq, Dv]`` in ``q``'s dtype.
+    """
+    _check(q, k, v)
+    t_q, t_k = q.shape[1], k.shape[1]
+    qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
+    gqa = q.shape[2] != k.shape[2]
+    if t_q == t_k and window is None and cu_seqlens is None:
+        o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=gqa)
+    else:
+        mask = attention_mask(t_q, t_k, window=window, cu_seqlens=cu_seqlens, device=q.device)
+        o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    return o.transpose(1, 2)
+
+
+def naive_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
+                            window: int | None = None, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference for :func:`softmax_attention`: explicit scores, mask and softmax in fp32 (fp64 for fp64 input)."""
+    _check(q, k, v)
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    group = q.shape[2] // k.shape[2]
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    kf = k.to(acc).repeat_interleave(group, dim=2)
+    vf = v.to(acc).repeat_interleave(group, dim=2)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q.to(acc), kf) * scale
+    mask = attention_mask(q.shape[1], k.shape[1], window=window, cu_seqlens=cu_seqlens, device=q.device)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    o = torch.einsum("bhqk,bkhd->bqhd", torch.softmax(scores, dim=-1), vf)
+    return o.to(q.dtype)
