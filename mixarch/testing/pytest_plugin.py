@@ -10,7 +10,9 @@ import os
 import pytest
 
 
-def pytest_configure(config):
+def _register_profiles() -> None:
+    """Hypothesis profiles ``mixarch-ci`` (derandomized, few examples), ``mixarch-dev`` and ``mixarch-gpu``;
+    ``MIXARCH_HYPOTHESIS_PROFILE`` loads one. Registered at import so that conftest files can load them."""
     try:
         from hypothesis import HealthCheck, settings
     except ImportError:  # hypothesis is a test extra
@@ -22,6 +24,9 @@ def pytest_configure(config):
     profile = os.environ.get("MIXARCH_HYPOTHESIS_PROFILE")
     if profile:
         settings.load_profile(profile)
+
+
+_register_profiles()
 
 
 @pytest.fixture

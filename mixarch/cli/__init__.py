@@ -1,0 +1,1 @@
+"""The ``mixarch`` command line."""

@@ -1,0 +1,1 @@
+"""Channel mixers (FFNs) of a block."""

@@ -1,0 +1,1 @@
+"""Sequence mixers: attention of every kind, each registered through the plugin hooks."""

@@ -1,0 +1,130 @@
+"""InfLLM-V2 sparse attention (exact torch reference): dense below ``dense_len`` keys, else stage 1 selection
+(:mod:`mixarch.ops.infllm_v2.select`) + stage 2 exact attention over the selected blocks. Layout ``[B, T, H, D]``.
+
+Memory is O(Tq * Tk) per head; this is a reference, not a kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mixarch.ops.infllm_v2.compress import C2_FACTOR, compress_keys, num_compressed
+from mixarch.ops.infllm_v2.select import block_scores, select_blocks, stage1_scores
+from mixarch.ops.softmax import _check, attention_mask, softmax_attention
+
+
+def selected_token_mask(indices: torch.Tensor, t_k: int, *, block_size: int) -> torch.Tensor:
+    """Boolean ``[B, Hkv, Tq, Tk]``: key ``i`` lies in a selected block of the query and ``i <= t``.
+
+    ``indices`` is :func:`select_blocks`' ``[B, Hkv, Tq, topk]`` format (``-1`` entries ignored).
+    """
+    t_q = indices.shape[2]
+    nb = math.ceil(t_k / block_size)
+    sel = torch.zeros(indices.shape[:-1] + (nb + 1,), dtype=torch.bool, device=indices.device)
+    sel.scatter_(-1, torch.where(indices < 0, torch.full_like(indices, nb), indices), True)
+    tokens = sel[..., :nb].repeat_interleave(block_size, dim=-1)[..., :t_k]
+    return tokens & attention_mask(t_q, t_k, device=indices.device)
+
+
+def sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor, *,
+                           block_size: int, scale: float | None = None) -> torch.Tensor:
+    """Stage 2: exact softmax attention of every query head over the causal tokens of its group's blocks.
+
+    Args:
+        q: ``[B, Tq, Hq, D]``; k, v: ``[B, Tk, Hkv, D(v)]``; queries are the last ``Tq`` positions.
+        indices: ``[B, Hkv, Tq, n]`` int block indices, ``-1`` = none; query head ``h`` uses KV group
+            ``h // (Hq / Hkv)``. Every query must have a selected block containing a key at or before it
+            (its own block always is, when selected by :func:`infllm_v2_attention`), else its row is NaN.
+    Returns:
+        ``[B, Tq, Hq, Dv]`` in ``q``'s dtype, computed in fp32 (fp64 for fp64 inputs); differentiable in
+        ``q``, ``k``, ``v``.
+    """
+    _check(q, k, v)
+    b, t_q, h_q, d = q.shape
+    t_k, h_kv = k.shape[1], k.shape[2]
+    scale = d ** -0.5 if scale is None else scale
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    mask = selected_token_mask(indices, t_k, block_size=block_size)  # [B, Hkv, Tq, Tk]
+    qg = q.to(acc).reshape(b, t_q, h_kv, h_q // h_kv, d)
+    logits = torch.einsum("bqhgd,bkhd->bhgqk", qg, k.to(acc)) * scale
+    logits = logits.masked_fill(~mask.unsqueeze(2), float("-inf"))
+    o = torch.einsum("bhgqk,bkhd->bqhgd", torch.softmax(logits, dim=-1), v.to(acc))
+    return o.reshape(b, t_q, h_q, v.shape[-1]).to(q.dtype)
+
+
+def _check_compressed(name: str, c: torch.Tensor, k: torch.Tensor, n: int) -> None:
+    want = (k.shape[0], n, k.shape[2], k.shape[3])
+    if tuple(c.shape) != want:
+        raise ValueError(f"{name} has shape {tuple(c.shape)}, expected {want} for {k.shape[1]} keys")
+
+
+def infllm_v2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_size: int = 64,
+                        kernel_size: int = 32, kernel_stride: int = 16, init_blocks: int = 1,
+                        local_blocks: int = 32, topk: int = 96, dense_len: int = 8192, scale: float | None = None,
+                        exact_normalizer: bool = True, compressed_k: torch.Tensor | None = None,
+                        compressed_k2: torch.Tensor | None = None, return_indices: bool = False):
+    """InfLLM-V2 (MiniCPM4 / MiniCPM-SALA sparse layer) attention.
+
+    Args:
+        q: ``[B, Tq, Hq, D]``; k, v: ``[B, Tk, Hkv, D(v)]``, any ``G = Hq / Hkv``, ``Tk >= Tq``; queries are the
+            last ``Tq`` positions (prefill ``Tq = Tk``, chunked prefill, decode ``Tq = 1`` share the rules).
+        block_size, kernel_size, kernel_stride: selection block and compressed-key window / stride
+            (``block_size`` and ``kernel_size`` multiples of ``kernel_stride``; SALA: 64, 32, 16).
+        init_blocks, local_blocks: forced blocks ``b < init_blocks`` and ``b_t - local_blocks <= b <= b_t``
+            (``local_blocks + 1`` blocks, as the released kernel; SALA: 1 and 2048 / 64 = 32).
+        topk: blocks per query including the forced ones (SALA: 64 + 32 = 96).
+        dense_len: ``Tk < dense_len`` -> ordinary causal softmax attention (SALA: 8192). The switch depends
+            on ``Tk`` only, so a prefill with ``Tk >= dense_len`` is sparse for all its queries whereas decode
+            is dense for positions ``t < dense_len - 1``, exactly as in the released model.
+        scale: logit scale of both stages, default ``D ** -0.5``.
+        exact_normalizer: stage-1 softmax over the visible C1 keys; False = the released approximation with
+            the log-sum-exp over the coarse C2 keys (``4 * kernel_size`` / ``4 * kernel_stride``).
+        compressed_k, compressed_k2: optional precomputed C1 / C2 keys of all ``Tk`` keys
+            (``[B, Nc, Hkv, D]``, e.g. :class:`CompressedKeyCache` ``.c1`` / ``.c2``); they must equal
+            :func:`compress_keys` of ``k`` (only their shape is checked).
+        return_indices: also return the selected blocks, int64 ``[B, Hkv, Tq, topk]``: per query the block
+            indices in ascending order, then ``-1`` padding (``min(topk, b_t + 1)`` valid entries); ``None``
+            on the dense path.
+    Returns:
+        ``o`` ``[B, Tq, Hq, Dv]`` in ``q``'s dtype, or ``(o, indices)``. Selection runs without gradient;
+        gradients flow through stage 2 to ``q``, ``k``, ``v``.
+
+    Exact selection semantics, and where they follow the released code rather than the paper: see
+    :mod:`mixarch.ops.infllm_v2.select`.
+    """
+    _check(q, k, v)
+    t_q, t_k, d = q.shape[1], k.shape[1], q.shape[-1]
+    if t_k < t_q:
+        raise ValueError(f"need at least as many keys ({t_k}) as queries ({t_q})")
+    if block_size < 1 or kernel_stride < 1 or kernel_size < 1:
+        raise ValueError("block_size, kernel_size and kernel_stride must be >= 1")
+    if block_size % kernel_stride or kernel_size % kernel_stride:
+        raise ValueError(f"block_size ({block_size}) and kernel_size ({kernel_size}) must be multiples of "
+                         f"kernel_stride ({kernel_stride})")
+    if topk < 1 or init_blocks < 0 or local_blocks < 0:
+        raise ValueError(f"need topk >= 1, init_blocks >= 0, local_blocks >= 0 "
+                         f"(got {topk}, {init_blocks}, {local_blocks})")
+    scale = d ** -0.5 if scale is None else scale
+    if t_k < dense_len:
+        o = softmax_attention(q, k, v, scale=scale)
+        return (o, None) if return_indices else o
+
+    with torch.no_grad():
+        if compressed_k is None:
+            compressed_k = compress_keys(k.detach(), kernel_size, kernel_stride)
+        _check_compressed("compressed_k", compressed_k, k, num_compressed(t_k, kernel_size, kernel_stride))
+        if not exact_normalizer:
+            l2, s2 = C2_FACTOR * kernel_size, C2_FACTOR * kernel_stride
+            if compressed_k2 is None:
+                compressed_k2 = compress_keys(k.detach(), l2, s2)
+            _check_compressed("compressed_k2", compressed_k2, k, num_compressed(t_k, l2, s2))
+        s = stage1_scores(q, compressed_k, compressed_k2, t_k, kernel_size=kernel_size,
+                          kernel_stride=kernel_stride, scale=scale, exact_normalizer=exact_normalizer)
+        scores, candidate = block_scores(s, t_k, block_size=block_size, kernel_size=kernel_size,
+                                         kernel_stride=kernel_stride, init_blocks=init_blocks,
+                                         local_blocks=local_blocks)
+        indices = select_blocks(scores, candidate, topk)
+    o = sparse_block_attention(q, k, v, indices, block_size=block_size, scale=scale)
+    return (o, indices) if return_indices else o

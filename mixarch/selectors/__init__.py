@@ -1,0 +1,5 @@
+"""Layout selectors: decide the role of every layer."""
+
+from mixarch.selectors.base import Selection
+
+__all__ = ["Selection"]

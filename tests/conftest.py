@@ -1,0 +1,19 @@
+"""Shared test setup: the derandomized hypothesis profile for CI, and NaN poisoning for every test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import settings
+
+from mixarch.testing.poison import nan_poison
+
+settings.load_profile(os.environ.get("MIXARCH_HYPOTHESIS_PROFILE", "mixarch-ci"))
+
+
+@pytest.fixture(autouse=True)
+def _poison_fresh_buffers():
+    """Freshly allocated float buffers are NaN in every test, so reads of unwritten memory fail loudly."""
+    with nan_poison():
+        yield
