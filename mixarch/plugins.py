@@ -26,9 +26,14 @@ LOAD_ENV = "MIXARCH_LOAD_PLUGINS"
 
 DEFAULT_PLUGINS = (
     "mixarch.mixers.attention",
+    "mixarch.mixers.sliding_window",
+    "mixarch.mixers.lightning",
+    "mixarch.mixers.infllm_v2",
     "mixarch.positional.rope",
+    "mixarch.positional.hype",
     "mixarch.ffn.builtin",
     "mixarch.selectors.builtin",
+    "mixarch.selectors.halo",
 )
 
 # hook name -> (registry attribute, spec class)

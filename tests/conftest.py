@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 from hypothesis import settings
 
 from mixarch.testing.poison import nan_poison
 
 settings.load_profile(os.environ.get("MIXARCH_HYPOTHESIS_PROFILE", "mixarch-ci"))
+# tiny tensors: one thread per pytest-xdist worker avoids oversubscribing the cores (10x slower otherwise)
+torch.set_num_threads(int(os.environ.get("MIXARCH_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True)

@@ -70,6 +70,8 @@ def report(resolved, seq_lens: list[int]) -> dict:
         ],
         "seq_lens": seq_lens,
         "cache_bytes": {str(n): sum(c.bytes_at[n] for c in caches) for n in seq_lens},
+        "cache_bytes_per_token": sum(c.bytes_per_token for c in caches),
+        "cache_fixed_bytes": sum(c.fixed_bytes for c in caches),
         "cache_bytes_by_role": dict(by_role),
         "full_attention_cache_bytes": {str(n): b for n, b in twin.items()} if twin else None,
         "full_attention_twin": twin_how,
@@ -143,6 +145,8 @@ def print_report(rep: dict, source: str) -> None:
         cache.add_row("ratio", "", "", "", *(f"{twin[str(n)] / max(rep['cache_bytes'][str(n)], 1):.1f}x"
                                              for n in rep["seq_lens"]))
     console.print(cache)
+    console.print(f"cache per token: {human_bytes(rep['cache_bytes_per_token'])} (plus any compressed keys); "
+                  f"fixed per sequence: {human_bytes(rep['cache_fixed_bytes'])}")
     console.print(f"full-attention twin: {rep['full_attention_twin']}")
     for warning in rep.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")

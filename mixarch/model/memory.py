@@ -17,6 +17,8 @@ class LayerCacheInfo:
     family: str
     holds: tuple[str, ...]
     bytes_at: dict[int, int]  # sequence length -> bytes for one sequence
+    bytes_per_token: int  # the part that grows with the sequence (e.g. K and V)
+    fixed_bytes: int  # the part that does not (e.g. a recurrent state)
 
 
 def layer_cache_bytes(resolved: ResolvedBlueprint, seq_lens: list[int], host: PluginHost | None = None
@@ -29,7 +31,8 @@ def layer_cache_bytes(resolved: ResolvedBlueprint, seq_lens: list[int], host: Pl
         spec = host.mixers.get(layer.mixer.type)
         params = spec.params_model.model_validate(layer.mixer.params, context={"dims": dims, "role": layer.role})
         out.append(LayerCacheInfo(layer.index, layer.role, spec.name, spec.family, spec.cache.holds,
-                                  {n: spec.cache.total(params, dims, n) for n in seq_lens}))
+                                  {n: spec.cache.total(params, dims, n) for n in seq_lens},
+                                  int(spec.cache.bytes_per_token(params, dims)), int(spec.cache.fixed_bytes(params, dims))))
     return out
 
 

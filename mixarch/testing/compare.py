@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import torch
 
-# relative RMSE ||out - ref|| / ||ref|| allowed per dtype of the tensor under test
+# relative RMSE ||out - ref|| / ||ref|| allowed per dtype of the tensor under test, for one op (a kernel)
 REL_RMSE_TOL = {torch.float16: 5e-3, torch.bfloat16: 5e-3, torch.float32: 1e-5, torch.float64: 1e-12}
+# for a whole 16-bit layer or model: about six rounded stages (projections, norms, rotation, attention, gate,
+# output projection), each adding ~2.3e-3 relative RMS (bf16), give ~5.6e-3 expected, so allow 1e-2
+LAYER_REL_RMSE_TOL = {torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
 def rel_rmse(ref: torch.Tensor, out: torch.Tensor) -> float:

@@ -28,7 +28,7 @@ from mixarch.model.cache import LayerCache
 from mixarch.model.hybrid import HybridLM
 from mixarch.plugins import get_host
 from mixarch.registry import Dims
-from mixarch.testing.compare import assert_close
+from mixarch.testing.compare import LAYER_REL_RMSE_TOL, assert_close, assert_close_rel
 from mixarch.testing.strategies import seeded_randn
 
 
@@ -149,3 +149,22 @@ def check_model_decode(resolved: ResolvedBlueprint, *, seq_len: int = 24, prefil
     rest = [model(ids[:, i:i + 1], cache=cache) for i in range(prefill, seq_len)]
     assert_close(f"{resolved.name}: prefill {prefill} + decode vs full forward", full,
                  torch.cat([pre, *rest], dim=1), rtol=rtol, atol=atol)
+
+
+def check_mixer_precision(mixer_type: str, params: dict[str, Any], *, d_model: int = 32, seq_len: int = 65,
+                          seed: int = 0, positional: tuple[str, dict] = ("rope", {})) -> None:
+    """fp32 and bf16 copies of a mixer against fp64 runs of the same (rounded) weights: fp32 elementwise,
+    bf16 by relative RMSE (:data:`LAYER_REL_RMSE_TOL`)."""
+    import copy
+
+    mixer, _, _ = build_mixer(mixer_type, params, d_model=d_model, positional=positional, seed=seed)
+    x = seeded_randn((2, seq_len, d_model), seed + 1, dtype=torch.float64)
+    for dtype in (torch.float32, torch.bfloat16):
+        low = copy.deepcopy(mixer).to(dtype)
+        ref = full_forward(copy.deepcopy(low).double(), x.to(dtype).double())
+        out = full_forward(low, x.to(dtype))
+        if dtype == torch.float32:
+            assert_close(f"{mixer_type} fp32 vs fp64", ref, out)
+        else:
+            assert_close_rel(f"{mixer_type} bf16 vs fp64", ref, out.double(),
+                             LAYER_REL_RMSE_TOL[dtype])

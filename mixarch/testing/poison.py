@@ -24,6 +24,12 @@ def _poisoned(fn):
 @contextlib.contextmanager
 def nan_poison() -> Iterator[None]:
     """Within the block, ``torch.empty``, ``torch.empty_like`` and ``Tensor.new_empty`` return NaN-filled floats."""
+    try:  # torch.device(...) contexts cache the constructor functions they redirect: cache the originals first
+        from torch.utils._device import _device_constructors
+
+        _device_constructors()
+    except ImportError:  # pragma: no cover - older torch
+        pass
     saved = (torch.empty, torch.empty_like, torch.Tensor.new_empty)
     torch.empty = _poisoned(saved[0])
     torch.empty_like = _poisoned(saved[1])

@@ -10,12 +10,13 @@ and chunked prefill share one rule); ``l, s`` = ``kernel_size, kernel_stride``; 
    ``s = 16`` and ``l = 2s``, using the row index inside the query chunk (it is only ever called with
    ``Tq == Tk`` or, at decode, non-causally over the cache, where all cached keys are complete); we use
    absolute positions, which is the same rule in those cases and the natural one for chunked prefill.
-   C2 keys (``4l``, ``4s``) use the same rule: ``j*4s + 4l - 1 <= t``.
+   C2 keys (``4l``, ``4s``) use the same rule, ``j*4s + 4l - 1 <= t`` (as the torch reference of the
+   compressed-LSE stage-1 kernel in sglang's ``sgl_kernel`` InfLLM-V2 tests does).
 2. **Scores.** ``p_h(j) = exp(q_h . C1_j * scale - lse_h)`` over visible ``j`` (0 elsewhere), summed over the
    ``G`` query heads of the KV group: ``S_j``. ``lse_h`` is the log-sum-exp over the visible C1 keys (exact
    normalizer) or over the visible C2 keys (``exact_normalizer=False``, the released "compressed LSE"
    approximation). When no C2 key is visible yet (``t < 4l - 1``) we fall back to the exact C1 normalizer:
-   the released kernel divides by an empty sum there; with the seed's defaults such queries have
+   the kernel's normalizer is then an empty sum (undefined); with the seed's defaults such queries have
    ``b_t <= 1 <= local_blocks``, i.e. only forced blocks, so the choice cannot change a selection.
    (SALA repeats the query heads up to 16 and averages the outputs when ``G < 16``; that scales ``S`` by a
    constant and changes nothing, so we sum over the actual ``G`` heads.)
@@ -34,10 +35,11 @@ and chunked prefill share one rule); ``l, s`` = ``kernel_size, kernel_stride``; 
    (``topk = 96`` total, ``local_blocks = 32``) that leaves ``96 - 1 - 33 = 62`` free picks, not 63. (Older
    releases wrote ``-inf`` for ``local_blocks`` local blocks and relied on a separate stage-2
    ``block_window_size``.)
-5. **Top-k.** Candidates are the blocks ``b <= b_t``; later blocks are never selected (the released code takes
-   ``topk`` over all ``nb`` blocks and then overwrites indices ``> b_t`` with -1, which only differs when a
-   later block outranks or ties an earlier one, i.e. when fewer than ``topk`` earlier blocks exist anyway or
-   an earlier block's score underflowed to 0). We keep ``min(topk, b_t + 1)`` blocks: highest score first,
+5. **Top-k.** Candidates are the blocks ``b <= b_t``; later blocks are never selected. (The released code takes
+   ``min(topk, nb)`` of all ``nb`` blocks, sorts them and overwrites indices ``> b_t`` with -1. Later blocks
+   score 0 there (their keys are not visible yet), ``-inf``, or ``+inf`` when ``b < init_blocks``, so the two
+   only differ if an earlier block's score underflowed to 0, or if ``init_blocks > b_t + 1`` and ``topk`` is
+   below the number of forced blocks.) We keep ``min(topk, b_t + 1)`` blocks: highest score first,
    ties (e.g. among forced ``+inf`` blocks, or adjacent blocks sharing their maximal compressed key) broken
    toward the **larger** block index, so the current block always survives even when
    ``init_blocks + local_blocks + 1 > topk``. ``topk`` includes the forced blocks.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from mixarch.ops.lightning._common import check_chunk_size
 from mixarch.ops.lightning.chunk import chunk_lightning_attention
 from mixarch.ops.lightning.naive import naive_lightning_attention
 from mixarch.ops.lightning.recurrent import lightning_step, recurrent_lightning_attention
@@ -35,6 +36,7 @@ def lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay
     Dispatch: a single token without ``cu_seqlens`` (``T == 1``, decode) takes the recurrent step; everything
     else the chunked form with ``chunk_size`` (capped at the longest sequence).
     """
+    check_chunk_size(chunk_size)
     if cu_seqlens is None and isinstance(q, torch.Tensor) and q.dim() == 4 and q.shape[1] == 1:
         return recurrent_lightning_attention(q, k, v, decay, scale=scale, initial_state=initial_state,
                                              output_final_state=output_final_state)

@@ -38,6 +38,11 @@ def check_decay(decay, n_heads: int, device, acc: torch.dtype) -> torch.Tensor:
     return decay.to(device=device, dtype=acc)
 
 
+def check_chunk_size(chunk_size) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+
+
 def check_state(state: torch.Tensor | None, shape: tuple[int, ...], name: str) -> None:
     if state is None:
         return

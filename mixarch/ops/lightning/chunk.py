@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from mixarch.ops.lightning._common import check_inputs, initial_states
+from mixarch.ops.lightning._common import check_chunk_size, check_inputs, initial_states
 
 
 def _layout(bounds: list[tuple[int, int]], chunk: int, t: int, device):
@@ -59,8 +59,7 @@ def chunk_lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         ``o`` ``[B, T, H, Dv]`` in q's dtype and the final state ``[B or N, H, Dk, Dv]`` (fp32, fp64 for fp64
         inputs) or None.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_chunk_size(chunk_size)
     c = check_inputs(q, k, v, decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
     b, t, h, dk = q.shape
     dv = v.shape[-1]
@@ -68,7 +67,7 @@ def chunk_lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     h0 = initial_states(initial_state, b if cu_seqlens is None else len(c.bounds), h, dk, dv, acc, dev)
     longest = max(end - start for start, end in c.bounds)
     if longest == 0:  # nothing to attend: the states pass through
-        ht = h0 if output_final_state else None
+        ht = h0.clone() if output_final_state else None
         return v.new_zeros(b, t, h, dv, dtype=q.dtype), ht
     chunk = min(chunk_size, longest)
     src, dst, lens, ranges = _layout(c.bounds, chunk, t, dev)
@@ -89,8 +88,7 @@ def chunk_lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     # each chunk's own contribution to the state after it: sum_c lambda^(L-1-c) k_c^T v_c (padding weighs 0)
     lf = lens.to(acc)
     age = lf[:, None] - 1 - r[None, :]  # [n_chunks, chunk]; negative only on padding
-    w = torch.where(age >= 0, torch.exp(-age.clamp(min=0)[None] * s[:, None, None]), torch.zeros((), dtype=acc,
-                                                                                                 device=dev))
+    w = torch.exp(-age.clamp(min=0)[None] * s[:, None, None]) * (age >= 0)  # [H, n_chunks, chunk]
     contrib = torch.einsum("bhnck,bhncv->bhnkv", kc * w[None, :, :, :, None], vc)
     carry = torch.exp(-lf[None, :] * s[:, None])[:, :, None, None]  # lambda^L per chunk, [H, n_chunks, 1, 1]
 
