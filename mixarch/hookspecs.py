@@ -41,3 +41,9 @@ def mixarch_register_ffns(register):
 def mixarch_register_selectors(register):
     """Register layout selectors: ``register(name, factory, params, *, description="", override=False)``;
     ``factory(params, n_layers, roles) -> Selection``."""
+
+
+@hookspec
+def mixarch_register_kernels(register):
+    """Register kernel backends of ops: ``register(op, backend, impl, *, priority=0, supports=None,
+    is_available=None, description="", override=False)``; see :class:`mixarch.kernels.KernelSpec`."""

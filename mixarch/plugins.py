@@ -19,6 +19,7 @@ import pluggy
 
 from mixarch import hookspecs
 from mixarch.errors import PluginError
+from mixarch.kernels.registry import KernelRegistry, KernelSpec
 from mixarch.registry import FAMILIES, FFNSpec, MixerSpec, PositionalSpec, Registry, SelectorSpec, Spec
 
 ENTRY_POINT_GROUP = "mixarch"
@@ -34,6 +35,7 @@ DEFAULT_PLUGINS = (
     "mixarch.ffn.builtin",
     "mixarch.selectors.builtin",
     "mixarch.selectors.halo",
+    "mixarch.kernels.reference",
 )
 
 # hook name -> (registry attribute, spec class)
@@ -43,6 +45,9 @@ HOOKS: dict[str, tuple[str, type[Spec]]] = {
     "mixarch_register_ffns": ("ffns", FFNSpec),
     "mixarch_register_selectors": ("selectors", SelectorSpec),
 }
+
+
+KERNEL_HOOK = "mixarch_register_kernels"
 
 
 @dataclass
@@ -67,6 +72,7 @@ class PluginHost:
         self.positionals: Registry[PositionalSpec] = Registry("positional")
         self.ffns: Registry[FFNSpec] = Registry("ffn")
         self.selectors: Registry[SelectorSpec] = Registry("selector")
+        self.kernels = KernelRegistry()
         self.info: dict[str, PluginInfo] = {}
         version = _version("mixarch")
         for module_name in DEFAULT_PLUGINS:
@@ -105,14 +111,29 @@ class PluginHost:
             self._add(obj, ep.name, dist, _version(dist), builtin=False)
 
     def _run_hooks(self) -> None:
-        for hook_name, (attr, spec_cls) in HOOKS.items():
-            registry: Registry = getattr(self, attr)
+        for hook_name in (*HOOKS, KERNEL_HOOK):
             # registration order: built-ins first, so a later plugin's override=True replaces a built-in
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 info = self.info[impl.plugin_name]
                 info.hooks.append(hook_name)
-                register = self._register_callback(impl.plugin_name, registry, spec_cls, info)
+                if hook_name == KERNEL_HOOK:
+                    register = self._kernel_callback(impl.plugin_name, info)
+                else:
+                    attr, spec_cls = HOOKS[hook_name]
+                    register = self._register_callback(impl.plugin_name, getattr(self, attr), spec_cls, info)
                 impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
+
+    def _kernel_callback(self, plugin: str, info: PluginInfo) -> Callable:
+        def register(op: str, backend: str, impl: Callable, *, priority: int = 0, supports: Callable | None = None,
+                     is_available: Callable | None = None, description: str = "", override: bool = False) -> None:
+            if not (isinstance(op, str) and op and isinstance(backend, str) and backend and callable(impl)):
+                raise PluginError(f"plugin {plugin!r}: a kernel needs an op name, a backend name and a callable")
+            extra = {k: v for k, v in (("supports", supports), ("is_available", is_available)) if v is not None}
+            self.kernels.add(KernelSpec(op=op, backend=backend, impl=impl, priority=priority,
+                                        description=description, plugin=plugin, **extra), override=override)
+            info.registered.setdefault("kernel", []).append(f"{op}:{backend}")
+
+        return register
 
     @staticmethod
     def _register_callback(plugin: str, registry: Registry, spec_cls: type[Spec], info: PluginInfo) -> Callable:

@@ -224,3 +224,39 @@ def test_plugins_command_lists_versions_and_registrations(capsys):
     assert attention["version"] and attention["registered"]["mixer"] == ["attention"]
     rc, out, _ = run_cli(capsys, "plugins")
     assert rc == 0 and "mixarch.selectors.builtin" in out and "pattern" in out
+
+
+def test_hook_mixarch_register_kernels(monkeypatch):
+    from mixarch.errors import MixarchError
+    from mixarch.kernels import choose
+    from mixarch.ops import lightning_attention
+
+    calls = []
+
+    def fast(q, k, v, decay, **kwargs):
+        calls.append(q.shape)
+        return get_host().kernels.get("lightning_attention", "reference").impl(q, k, v, decay, **kwargs)
+
+    class Plugin:
+        @hookimpl
+        def mixarch_register_kernels(self, register):
+            register("lightning_attention", "fast", fast, priority=5, supports=lambda q, *a, **k: q.shape[1] > 2)
+            register("lightning_attention", "broken", fast, priority=1, is_available=lambda: "needs a TPU")
+
+    q = torch.randn(1, 4, 2, 8)
+    with plugins_added((Plugin(), "test-kernels")) as host:
+        assert [s.backend for s in host.kernels.backends("lightning_attention")] == ["fast", "broken", "reference"]
+        assert choose("lightning_attention", q).backend == "fast"
+        assert choose("lightning_attention", q[:, :2]).backend == "reference"  # not supported -> next available
+        lightning_attention(q, q, q, torch.ones(2))
+        assert calls == [q.shape]
+        monkeypatch.setenv("MIXARCH_KERNELS", "reference")
+        assert choose("lightning_attention", q).backend == "reference"
+        monkeypatch.setenv("MIXARCH_KERNELS", "infllm_v2_select=reference,lightning_attention=fast")
+        assert choose("lightning_attention", q[:, :2]).backend == "fast"  # forced, even where not preferred
+        monkeypatch.setenv("MIXARCH_KERNELS", "broken")
+        with pytest.raises(MixarchError, match="backend 'broken' of 'lightning_attention' cannot run here: needs a TPU"):
+            choose("lightning_attention", q)
+        monkeypatch.setenv("MIXARCH_KERNELS", "cuda-magic")
+        with pytest.raises(MixarchError, match="MIXARCH_KERNELS=cuda-magic"):
+            choose("lightning_attention", q)

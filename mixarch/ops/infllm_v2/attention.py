@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from mixarch.kernels.dispatch import call
 from mixarch.ops.infllm_v2.compress import C2_FACTOR, compress_keys, num_compressed
 from mixarch.ops.infllm_v2.select import block_scores, select_blocks, stage1_scores
 from mixarch.ops.softmax import _check, attention_mask, softmax_attention
@@ -120,11 +121,23 @@ def infllm_v2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bl
             if compressed_k2 is None:
                 compressed_k2 = compress_keys(k.detach(), l2, s2)
             _check_compressed("compressed_k2", compressed_k2, k, num_compressed(t_k, l2, s2))
-        s = stage1_scores(q, compressed_k, compressed_k2, t_k, kernel_size=kernel_size,
-                          kernel_stride=kernel_stride, scale=scale, exact_normalizer=exact_normalizer)
-        scores, candidate = block_scores(s, t_k, block_size=block_size, kernel_size=kernel_size,
-                                         kernel_stride=kernel_stride, init_blocks=init_blocks,
-                                         local_blocks=local_blocks)
-        indices = select_blocks(scores, candidate, topk)
-    o = sparse_block_attention(q, k, v, indices, block_size=block_size, scale=scale)
+        indices = call("infllm_v2_select", q, compressed_k, compressed_k2, t_k, block_size=block_size,
+                       kernel_size=kernel_size, kernel_stride=kernel_stride, init_blocks=init_blocks,
+                       local_blocks=local_blocks, topk=topk, scale=scale, exact_normalizer=exact_normalizer)
+    o = call("infllm_v2_sparse_attention", q, k, v, indices, block_size=block_size, scale=scale)
     return (o, indices) if return_indices else o
+
+
+def reference_infllm_v2_select(q: torch.Tensor, compressed_k: torch.Tensor, compressed_k2: torch.Tensor | None,
+                               t_k: int, *, block_size: int, kernel_size: int, kernel_stride: int, init_blocks: int,
+                               local_blocks: int, topk: int, scale: float, exact_normalizer: bool) -> torch.Tensor:
+    """Stage 1 + block max-pool + forcing + top-k: int64 ``[B, Hkv, Tq, topk]`` (see :func:`select_blocks`).
+
+    ``q`` ``[B, Tq, Hq, D]`` are the last ``Tq`` of ``t_k`` positions; ``compressed_k`` (C1) and, for the
+    approximate normalizer, ``compressed_k2`` (C2) are ``[B, Nc, Hkv, D]``.
+    """
+    s = stage1_scores(q, compressed_k, compressed_k2, t_k, kernel_size=kernel_size, kernel_stride=kernel_stride,
+                      scale=scale, exact_normalizer=exact_normalizer)
+    scores, candidate = block_scores(s, t_k, block_size=block_size, kernel_size=kernel_size,
+                                     kernel_stride=kernel_stride, init_blocks=init_blocks, local_blocks=local_blocks)
+    return select_blocks(scores, candidate, topk)

@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import torch
 
+from mixarch.kernels.dispatch import call
 from mixarch.ops.lightning._common import check_chunk_size
 from mixarch.ops.lightning.chunk import chunk_lightning_attention
 from mixarch.ops.lightning.naive import naive_lightning_attention
-from mixarch.ops.lightning.recurrent import lightning_step, recurrent_lightning_attention
+from mixarch.ops.lightning.recurrent import lightning_step as reference_lightning_step
+from mixarch.ops.lightning.recurrent import recurrent_lightning_attention
 from mixarch.ops.lightning.slopes import alibi_slopes
 
 
-def lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, *,
+def reference_lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, *,
                         scale: float | None = None, initial_state: torch.Tensor | None = None,
                         output_final_state: bool = False, cu_seqlens: torch.Tensor | None = None,
                         chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Lightning attention (contract in :mod:`mixarch.ops.lightning`); returns ``(o, final_state or None)``.
-
-    Dispatch: a single token without ``cu_seqlens`` (``T == 1``, decode) takes the recurrent step; everything
-    else the chunked form with ``chunk_size`` (capped at the longest sequence).
-    """
+    """The torch backend of :func:`lightning_attention`: a single token without ``cu_seqlens`` (``T == 1``,
+    decode) takes the recurrent step; everything else the chunked form with ``chunk_size`` (capped at the
+    longest sequence)."""
     check_chunk_size(chunk_size)
     if cu_seqlens is None and isinstance(q, torch.Tensor) and q.dim() == 4 and q.shape[1] == 1:
         return recurrent_lightning_attention(q, k, v, decay, scale=scale, initial_state=initial_state,
@@ -45,6 +45,25 @@ def lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay
                                      chunk_size=chunk_size)
 
 
+def lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, *,
+                        scale: float | None = None, initial_state: torch.Tensor | None = None,
+                        output_final_state: bool = False, cu_seqlens: torch.Tensor | None = None,
+                        chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Lightning attention (contract in :mod:`mixarch.ops.lightning`); returns ``(o, final_state or None)``.
+
+    Runs the backend chosen by :mod:`mixarch.kernels` (Triton on CUDA, :func:`reference_lightning_attention`
+    elsewhere; ``MIXARCH_KERNELS`` forces one).
+    """
+    return call("lightning_attention", q, k, v, decay, scale=scale, initial_state=initial_state,
+                output_final_state=output_final_state, cu_seqlens=cu_seqlens, chunk_size=chunk_size)
+
+
+def lightning_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor,
+                   state: torch.Tensor | None, *, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decode step (see :func:`mixarch.ops.lightning.recurrent.lightning_step`), through the chosen backend."""
+    return call("lightning_step", q, k, v, decay, state, scale=scale)
+
+
 __all__ = [
     "alibi_slopes",
     "chunk_lightning_attention",
@@ -52,4 +71,6 @@ __all__ = [
     "lightning_step",
     "naive_lightning_attention",
     "recurrent_lightning_attention",
+    "reference_lightning_attention",
+    "reference_lightning_step",
 ]
