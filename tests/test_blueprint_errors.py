@@ -13,6 +13,9 @@ def build_error(capsys, path, *extra) -> str:
     rc, out, err = run_cli(capsys, "build", str(path), *extra)
     assert rc == 2, f"expected exit 2, got {rc}; stderr: {err}"
     assert "Traceback" not in err and err.startswith("mixarch: error: ")
+    first = err.splitlines()[0]
+    assert first.count(": error: ") == 1 and len(set(first.split(": "))) == len(first.split(": ")), \
+        f"location repeated: {first}"
     return err
 
 

@@ -140,18 +140,14 @@ def validate(cls: type[BaseModel], data: Any, provenance: Provenance, prefix: tu
 def validation_error(err: ValidationError, cls: type[BaseModel], provenance: Provenance,
                      prefix: tuple[Any, ...] = ()) -> BlueprintError:
     lines = []
-    first_source = first_key = None
     for e in err.errors(include_url=False)[:6]:
         loc = tuple(prefix) + tuple(e["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
         source = provenance.source_of(loc)
         lines.append(f"{source}: {key}: {_describe(e, cls, tuple(e['loc']))}")
-        first_source, first_key = first_source or source, first_key or key
     if err.error_count() > 6:
         lines.append(f"... and {err.error_count() - 6} more errors")
-    error = BlueprintError("\n".join(lines))
-    error.source, error.key = first_source, first_key
-    return error
+    return BlueprintError("\n".join(lines))
 
 
 def _describe(e: dict[str, Any], cls: type[BaseModel], loc: tuple[Any, ...]) -> str:

@@ -34,12 +34,18 @@ class ValidatedComponent:
 
 def check_component(ref: Component, registry: Registry, loc: tuple[str, ...], provenance: Provenance,
                     context: dict[str, Any], type_key: str = "type") -> ValidatedComponent:
-    """Look ``ref.type`` up in ``registry`` and validate ``ref.params`` with the plugin's params model."""
+    """Look ``ref.type`` up in ``registry`` and validate ``ref.params`` with the plugin's params model.
+
+    Every params model is validated with the context ``{"dims": Dims, "role": str, "family": str}`` (the family
+    of the layer's mixer), so derived defaults can depend on the model's sizes.
+    """
     try:
         spec = registry.get(ref.type)
     except MixarchError as err:
         raise BlueprintError(err.message, source=provenance.source_of(loc + (type_key,)),
                              key=".".join(loc + (type_key,))) from None
+    if hasattr(spec, "family"):  # a mixer's params see their own family, like positional and FFN params do
+        context = {**context, "family": spec.family}
     params = validate(spec.params_model, ref.params, provenance, loc + ("params",), context=context)
     return ValidatedComponent(spec, params)
 

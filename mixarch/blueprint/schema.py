@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
+from mixarch.train.schema import TrainSection
+
 DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -75,7 +77,7 @@ class Blueprint(Strict):
     ffn: Component = Field(default_factory=lambda: Component(type="swiglu"))
     roles: dict[str, RoleSpec] = Field(min_length=1)
     layout: Layout | None = Field(None, description="required when there is more than one role")
-    train: dict[str, Any] | None = Field(None, description="training settings read by `mixarch fit`")
+    train: TrainSection | None = Field(None, description="training settings read by `mixarch fit`")
 
 
 class LayerEntry(Strict):
@@ -99,4 +101,4 @@ class ResolvedBlueprint(Strict):
     model: ModelSection
     layers: list[LayerEntry]
     layout: Layout | None = Field(None, description="the layout the table was resolved from (for reference)")
-    train: dict[str, Any] | None = None
+    train: TrainSection | None = None

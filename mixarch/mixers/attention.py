@@ -82,9 +82,11 @@ class SoftmaxAttention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.positional(q, k, positions)
+        key_valid = None
         if cache is not None:
             k, v = cache.append_kv(k, v, window=self.window)
-        o = softmax_attention(q, k, v, window=self.window, cu_seqlens=cu_seqlens)
+            key_valid = cache.key_mask(k.shape[1], t)
+        o = softmax_attention(q, k, v, window=self.window, cu_seqlens=cu_seqlens, key_valid=key_valid)
         o = o.reshape(b, t, self.n_heads * self.head_dim)
         if self.g_proj is not None:
             o = o * torch.sigmoid(self.g_proj(x))

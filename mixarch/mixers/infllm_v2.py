@@ -97,6 +97,18 @@ class InfLLMV2Attention(nn.Module):
                                    local_blocks=p.local_blocks, topk=p.topk, dense_len=p.dense_len,
                                    exact_normalizer=p.exact_normalizer, **compressed)
 
+    def attend_padded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """Rows of a left-padded batch one at a time, each over its own keys: block boundaries are relative to
+        the row's first real token. Compressed keys are recomputed per call (no incremental cache here);
+        outputs at padding positions are zero."""
+        t, first = q.shape[1], cache.seen_tokens
+        out = torch.zeros_like(q)
+        for b, pad in enumerate(cache.pad.tolist()):
+            start = max(0, pad - first)  # first real query of this call
+            if start < t:
+                out[b:b + 1, start:] = self.attend(q[b:b + 1, start:], k[b:b + 1, pad:], v[b:b + 1, pad:])
+        return out
+
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor, cache: LayerCache | None = None,
                 cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
@@ -106,7 +118,9 @@ class InfLLMV2Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.positional(q, k, positions)
-        if cache is not None:
+        if cache is not None and cache.pad is not None and bool((cache.pad > 0).any()):
+            o = self.attend_padded(q, *cache.append_kv(k, v), cache)
+        elif cache is not None:
             k, v = cache.append_kv(k, v)
             compressed = {slot: extend_compressed(cache, slot, k, size, stride)
                           for slot, size, stride in self.params.kernels()}

@@ -101,6 +101,10 @@ class LightningAttention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.positional(q, k, positions)
+        pad = cache.is_pad(t) if cache is not None else None
+        if pad is not None:  # padding tokens add nothing to the state (which starts at zero before them)
+            k = k.masked_fill(pad[..., None, None], 0.0)
+            v = v.masked_fill(pad[..., None, None], 0.0)
         if self.n_kv_heads != self.n_heads:
             group = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)

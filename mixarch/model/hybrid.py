@@ -83,9 +83,13 @@ class HybridLM(nn.Module):
         self.embed_scale = m.mup.scale_emb if m.mup else 1.0
         self.logit_divisor = m.d_model / m.mup.dim_model_base if m.mup and m.mup.dim_model_base else 1.0
 
-    def new_cache(self) -> ModelCache:
-        """An empty decode cache for this model (any batch size)."""
-        return ModelCache(len(self.blocks))
+    def new_cache(self, pad: torch.Tensor | None = None) -> ModelCache:
+        """An empty decode cache for this model (any batch size).
+
+        ``pad`` ``[B]``: left-padding tokens per row, for a batch of prompts of different lengths (the first
+        ``pad[b]`` tokens of row ``b`` are ignored and its positions start after them).
+        """
+        return ModelCache(len(self.blocks), pad)
 
     def forward(self, input_ids: torch.Tensor, *, cache: ModelCache | None = None,
                 cu_seqlens: torch.Tensor | None = None, logits_to_keep: int = 0) -> torch.Tensor:
@@ -123,6 +127,8 @@ class HybridLM(nn.Module):
             starts = cu_seqlens.to(device=device, dtype=torch.long)
             seq_id = torch.bucketize(pos, starts[1:], right=True)
             pos = pos - starts[seq_id]
+        if cache is not None and cache.pad is not None:  # left padding: each row's sequence starts at 0
+            return (pos.unsqueeze(0) - cache.pad.to(device).unsqueeze(1)).clamp_min(0)
         return pos.unsqueeze(0).expand(b, t)
 
     @torch.no_grad()

@@ -21,6 +21,13 @@ class LayerCacheInfo:
     fixed_bytes: int  # the part that does not (e.g. a recurrent state)
 
 
+def mixer_params(layer, dims, host: PluginHost):
+    """The mixer spec of a resolved layer and its validated params model."""
+    spec = host.mixers.get(layer.mixer.type)
+    context = {"dims": dims, "role": layer.role, "family": spec.family}
+    return spec, spec.params_model.model_validate(layer.mixer.params, context=context)
+
+
 def layer_cache_bytes(resolved: ResolvedBlueprint, seq_lens: list[int], host: PluginHost | None = None
                       ) -> list[LayerCacheInfo]:
     """Exact cache bytes of one sequence, per layer, at each of ``seq_lens``."""
@@ -28,8 +35,7 @@ def layer_cache_bytes(resolved: ResolvedBlueprint, seq_lens: list[int], host: Pl
     dims = dims_of(resolved.model)
     out = []
     for layer in resolved.layers:
-        spec = host.mixers.get(layer.mixer.type)
-        params = spec.params_model.model_validate(layer.mixer.params, context={"dims": dims, "role": layer.role})
+        spec, params = mixer_params(layer, dims, host)
         out.append(LayerCacheInfo(layer.index, layer.role, spec.name, spec.family, spec.cache.holds,
                                   {n: spec.cache.total(params, dims, n) for n in seq_lens},
                                   int(spec.cache.bytes_per_token(params, dims)), int(spec.cache.fixed_bytes(params, dims))))
@@ -47,10 +53,9 @@ def full_attention_twin(resolved: ResolvedBlueprint, seq_lens: list[int], host: 
     dims = dims_of(resolved.model)
 
     def per_token(layer) -> int | None:
-        spec = host.mixers.get(layer.mixer.type)
+        spec, params = mixer_params(layer, dims, host)
         if spec.attention_kv_bytes_per_token is None:
             return None
-        params = spec.params_model.model_validate(layer.mixer.params, context={"dims": dims, "role": layer.role})
         return int(spec.attention_kv_bytes_per_token(params, dims))
 
     anchor = next((la for la in resolved.layers if la.family in ("softmax", "sparse")

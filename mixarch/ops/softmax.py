@@ -42,8 +42,18 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"query heads ({q.shape[2]}) must be a multiple of key/value heads ({k.shape[2]})")
 
 
+def padded_mask(t_q: int, t_k: int, key_valid: torch.Tensor, *, window: int | None = None) -> torch.Tensor:
+    """``[B, 1, Tq, Tk]`` causal mask that also hides invalid (padding) keys ``key_valid`` ``[B, Tk]``; each
+    query always sees its own key, so padding queries stay finite (their outputs are never used)."""
+    mask = attention_mask(t_q, t_k, window=window, device=key_valid.device)
+    own = torch.arange(t_k, device=key_valid.device).unsqueeze(0) == \
+        (torch.arange(t_q, device=key_valid.device) + t_k - t_q).unsqueeze(1)
+    return (mask.unsqueeze(0) & key_valid.unsqueeze(1) | own.unsqueeze(0)).unsqueeze(1)
+
+
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
-                      window: int | None = None, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+                      window: int | None = None, cu_seqlens: torch.Tensor | None = None,
+                      key_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Causal (GQA) softmax attention through ``F.scaled_dot_product_attention``.
 
     Args:
@@ -51,6 +61,7 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
         scale: logit scale, default ``D ** -0.5``.
         window: optional sliding window (number of most recent keys visible, the query's own included).
         cu_seqlens: ``[N + 1]`` boundaries of packed sequences (``B == 1``, ``Tq == Tk``).
+        key_valid: ``[B, Tk]`` bool, False for padding keys (see :func:`padded_mask`).
     Returns:
         ``[B, Tq, Hq, Dv]`` in ``q``'s dtype.
     """
@@ -58,7 +69,12 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
     t_q, t_k = q.shape[1], k.shape[1]
     qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
     gqa = q.shape[2] != k.shape[2]
-    if t_q == t_k and window is None and cu_seqlens is None:
+    if key_valid is not None:
+        if cu_seqlens is not None:
+            raise ValueError("key_valid and cu_seqlens cannot be combined")
+        mask = padded_mask(t_q, t_k, key_valid, window=window)
+        o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    elif t_q == t_k and window is None and cu_seqlens is None:
         o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=gqa)
     else:
         mask = attention_mask(t_q, t_k, window=window, cu_seqlens=cu_seqlens, device=q.device)
@@ -67,7 +83,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
 
 
 def naive_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
-                            window: int | None = None, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+                            window: int | None = None, cu_seqlens: torch.Tensor | None = None,
+                            key_valid: torch.Tensor | None = None) -> torch.Tensor:
     """Reference for :func:`softmax_attention`: explicit scores, mask and softmax in fp32 (fp64 for fp64 input)."""
     _check(q, k, v)
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -76,7 +93,10 @@ def naive_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *
     kf = k.to(acc).repeat_interleave(group, dim=2)
     vf = v.to(acc).repeat_interleave(group, dim=2)
     scores = torch.einsum("bqhd,bkhd->bhqk", q.to(acc), kf) * scale
-    mask = attention_mask(q.shape[1], k.shape[1], window=window, cu_seqlens=cu_seqlens, device=q.device)
+    if key_valid is not None:
+        mask = padded_mask(q.shape[1], k.shape[1], key_valid, window=window)
+    else:
+        mask = attention_mask(q.shape[1], k.shape[1], window=window, cu_seqlens=cu_seqlens, device=q.device)
     scores = scores.masked_fill(~mask, float("-inf"))
     o = torch.einsum("bhqk,bkhd->bqhd", torch.softmax(scores, dim=-1), vf)
     return o.to(q.dtype)

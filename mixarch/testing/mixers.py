@@ -46,7 +46,7 @@ def tiny_resolved(layers: Sequence[tuple[str, dict[str, Any]]], *, d_model: int 
     entries = []
     for i, (mixer_type, params) in enumerate(layers):
         spec = host.mixers.get(mixer_type)
-        full = spec.params_model.model_validate(params, context={"dims": dims, "role": f"r{i}"})
+        full = spec.params_model.model_validate(params, context={"dims": dims, "role": f"r{i}", "family": spec.family})
         entries.append(LayerEntry(index=i, role=f"r{i}", family=spec.family,
                                   mixer=Component(type=mixer_type, params=full.model_dump(mode="json")),
                                   positional=Component(type=positional[0], params=positional[1]),
@@ -65,7 +65,9 @@ def build_mixer(mixer_type: str, params: dict[str, Any], *, d_model: int = 32, p
     mixer = model.blocks[index].mixer.to(dtype)
     spec = get_host().mixers.get(mixer_type)
     dims = Dims(d_model, n_layers, resolved.model.vocab_size, torch.finfo(dtype).bits // 8)
-    pmodel = spec.params_model.model_validate(resolved.layers[index].mixer.params, context={"dims": dims})
+    pmodel = spec.params_model.model_validate(resolved.layers[index].mixer.params,
+                                              context={"dims": dims, "role": resolved.layers[index].role,
+                                                       "family": spec.family})
     return mixer, pmodel, dims
 
 
@@ -83,13 +85,17 @@ def _poison_and_materialize(model: HybridLM, seed: int) -> None:
             raise AssertionError(f"{name} is not initialized by init_weights/reset_parameters (still NaN)")
 
 
-def run_chunks(mixer: nn.Module, x: torch.Tensor, chunks: Sequence[int]) -> tuple[torch.Tensor, LayerCache]:
-    """Feed ``x`` [B, T, D] through ``mixer`` in chunks of the given lengths with one :class:`LayerCache`."""
-    cache = LayerCache()
+def run_chunks(mixer: nn.Module, x: torch.Tensor, chunks: Sequence[int], pad: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, LayerCache]:
+    """Feed ``x`` [B, T, D] through ``mixer`` in chunks of the given lengths with one :class:`LayerCache`
+    (``pad`` [B]: left-padding tokens per row)."""
+    cache = LayerCache(pad)
     outs, start = [], 0
     b = x.shape[0]
     for n in chunks:
         positions = torch.arange(start, start + n).unsqueeze(0).expand(b, n)
+        if pad is not None:
+            positions = (positions - pad.unsqueeze(1)).clamp_min(0)
         outs.append(mixer(x[:, start:start + n], positions=positions, cache=cache))
         cache.seen_tokens += n
         start += n
@@ -103,7 +109,8 @@ def full_forward(mixer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def check_mixer(mixer_type: str, params: dict[str, Any], *, d_model: int = 32, seq_lens: Sequence[int] = (1, 15, 40),
                 chunk: int = 7, seed: int = 0, positional: tuple[str, dict] = ("rope", {}),
-                check_varlen: bool = True, rtol: float = 1e-9, atol: float = 1e-10) -> None:
+                check_varlen: bool = True, check_padding: bool = True, rtol: float = 1e-9,
+                atol: float = 1e-10) -> None:
     """Run every conformance check on one mixer configuration (fp64, so comparisons are tight)."""
     mixer, pmodel, dims = build_mixer(mixer_type, params, d_model=d_model, positional=positional, seed=seed)
     spec = get_host().mixers.get(mixer_type)
@@ -120,6 +127,8 @@ def check_mixer(mixer_type: str, params: dict[str, Any], *, d_model: int = 32, s
         want = spec.cache.total(pmodel, dims, t) * x.shape[0]
         assert cache.nbytes() == want, (f"{mixer_type}: cache holds {cache.nbytes()} bytes after {t} tokens "
                                         f"(batch 2) but the plugin's metadata says {want}")
+    if check_padding:
+        check_padded_batch(mixer, mixer_type, d_model, seed, rtol=rtol, atol=atol)
     if check_varlen:
         lengths = [5, 1, 9]
         xs = [seeded_randn((1, n, d_model), seed + 100 + n, dtype=torch.float64) for n in lengths]
@@ -129,6 +138,23 @@ def check_mixer(mixer_type: str, params: dict[str, Any], *, d_model: int = 32, s
         positions = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
         out = mixer(packed, positions=positions, cu_seqlens=cu)
         assert_close(f"{mixer_type} packed (cu_seqlens) vs separate sequences", ref, out, rtol=rtol, atol=atol)
+
+
+def check_padded_batch(mixer: nn.Module, mixer_type: str, d_model: int, seed: int, *, rtol: float = 1e-9,
+                       atol: float = 1e-10) -> None:
+    """A left-padded batch of sequences of different lengths (prefill in chunks, then decode) gives each row
+    what the row alone gives, on its real tokens (padding tokens hold random values)."""
+    lengths = [23, 9, 1]
+    total = max(lengths) + 2  # every row has some padding... except none: row 0 gets 2
+    pad = torch.tensor([total - n for n in lengths])
+    rows = [seeded_randn((1, n, d_model), seed + 200 + n, dtype=torch.float64) for n in lengths]
+    junk = seeded_randn((len(lengths), total, d_model), seed + 300, dtype=torch.float64)
+    x = torch.stack([torch.cat([junk[i, : total - n], r[0]]) for i, (n, r) in enumerate(zip(lengths, rows))])
+    out, _ = run_chunks(mixer, x, [6, 7, 1, 1, total - 15], pad)
+    for i, (n, r) in enumerate(zip(lengths, rows)):
+        alone, _ = run_chunks(mixer, r, [n])
+        assert_close(f"{mixer_type}: padded row {i} (length {n}) vs alone", alone[0], out[i, total - n:],
+                     rtol=rtol, atol=atol)
 
 
 def check_model_decode(resolved: ResolvedBlueprint, *, seq_len: int = 24, prefill: int = 9, seed: int = 0,
