@@ -240,14 +240,15 @@ def test_hook_mixarch_register_kernels(monkeypatch):
     class Plugin:
         @hookimpl
         def mixarch_register_kernels(self, register):
-            register("lightning_attention", "fast", fast, priority=5, supports=lambda q, *a, **k: q.shape[1] > 2)
-            register("lightning_attention", "broken", fast, priority=1, is_available=lambda: "needs a TPU")
+            register("lightning_attention", "fast", fast, priority=100, supports=lambda q, *a, **k: q.shape[1] > 2)
+            register("lightning_attention", "broken", fast, priority=50, is_available=lambda: "needs a TPU")
 
     q = torch.randn(1, 4, 2, 8)
     with plugins_added((Plugin(), "test-kernels")) as host:
-        assert [s.backend for s in host.kernels.backends("lightning_attention")] == ["fast", "broken", "reference"]
+        order = [s.backend for s in host.kernels.backends("lightning_attention")]
+        assert [b for b in order if b in ("fast", "broken", "reference")] == ["fast", "broken", "reference"]
         assert choose("lightning_attention", q).backend == "fast"
-        assert choose("lightning_attention", q[:, :2]).backend == "reference"  # not supported -> next available
+        assert choose("lightning_attention", q[:, :2]).backend not in ("fast", "broken")  # -> next available
         lightning_attention(q, q, q, torch.ones(2))
         assert calls == [q.shape]
         monkeypatch.setenv("MIXARCH_KERNELS", "reference")

@@ -23,26 +23,42 @@ class LayerCache:
     def __init__(self, pad: torch.Tensor | None = None) -> None:
         self.seen_tokens = 0
         self.pad = pad
-        self.key: torch.Tensor | None = None
-        self.value: torch.Tensor | None = None
         self.state: torch.Tensor | None = None
         self.extras: dict[str, torch.Tensor] = {}
+        self._kv: tuple[torch.Tensor, torch.Tensor] | None = None  # buffers with spare capacity along time
+        self._kv_len = 0
+
+    @property
+    def key(self) -> torch.Tensor | None:
+        return None if self._kv is None else self._kv[0][:, :self._kv_len]
+
+    @property
+    def value(self) -> torch.Tensor | None:
+        return None if self._kv is None else self._kv[1][:, :self._kv_len]
 
     def append_kv(self, key: torch.Tensor, value: torch.Tensor, *, window: int | None = None):
         """Append ``key``/``value`` ``[B, T, Hkv, D]``; return all cached keys and values including them.
 
-        With ``window`` only the ``window`` most recent tokens are kept afterwards (the returned tensors still
-        hold everything the current queries may need).
+        Storage grows geometrically, so decoding token by token copies each key O(1) times on average. With
+        ``window`` only the ``window`` most recent tokens are kept afterwards (the returned tensors still hold
+        everything the current queries may need).
         """
-        if self.key is None:
-            k_all, v_all = key, value
-        else:
-            k_all, v_all = torch.cat((self.key, key), dim=1), torch.cat((self.value, value), dim=1)
-        if window is not None and k_all.shape[1] > window:
-            self.key, self.value = k_all[:, -window:].clone(), v_all[:, -window:].clone()
-        else:
-            self.key, self.value = k_all, v_all
-        return k_all, v_all
+        n, t = self._kv_len, key.shape[1]
+        if window is not None:  # small: keep exactly the window
+            k_all = key if self._kv is None else torch.cat((self.key, key), dim=1)
+            v_all = value if self._kv is None else torch.cat((self.value, value), dim=1)
+            kept = min(window, k_all.shape[1])
+            self._kv, self._kv_len = (k_all[:, -kept:].clone(), v_all[:, -kept:].clone()), kept
+            return k_all, v_all
+        if self._kv is None or self._kv[0].shape[1] < n + t:
+            capacity = n + t if self._kv is None else max(2 * self._kv[0].shape[1], n + t)
+            grown = [x.new_empty((x.shape[0], capacity, *x.shape[2:])) for x in (key, value)]
+            if self._kv is not None:
+                grown[0][:, :n], grown[1][:, :n] = self.key, self.value
+            self._kv = (grown[0], grown[1])
+        self._kv[0][:, n:n + t], self._kv[1][:, n:n + t] = key, value
+        self._kv_len = n + t
+        return self.key, self.value
 
     def is_pad(self, t: int) -> torch.Tensor | None:
         """``[B, t]`` bool, True at padding, for the ``t`` tokens of the current call (None without padding)."""
@@ -68,8 +84,14 @@ class LayerCache:
         return out
 
     def nbytes(self) -> int:
-        """Bytes held by this layer's cache."""
+        """Bytes of the cached content (what the plugin's cache metadata predicts)."""
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
+
+    def allocated_bytes(self) -> int:
+        """Bytes allocated, spare capacity of the K/V buffers included."""
+        spare = 0 if self._kv is None else sum(x.numel() * x.element_size() for x in self._kv) - \
+            (self.key.numel() * self.key.element_size() + self.value.numel() * self.value.element_size())
+        return self.nbytes() + spare
 
 
 class ModelCache:

@@ -76,6 +76,8 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
         o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale, enable_gqa=gqa)
     elif t_q == t_k and window is None and cu_seqlens is None:
         o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, scale=scale, enable_gqa=gqa)
+    elif t_q == 1 and (window is None or window >= t_k) and cu_seqlens is None:  # decode: every key is visible
+        o = F.scaled_dot_product_attention(qh, kh, vh, scale=scale, enable_gqa=gqa)
     else:
         mask = attention_mask(t_q, t_k, window=window, cu_seqlens=cu_seqlens, device=q.device)
         o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale, enable_gqa=gqa)
