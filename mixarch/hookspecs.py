@@ -46,4 +46,5 @@ def mixarch_register_selectors(register):
 @hookspec
 def mixarch_register_kernels(register):
     """Register kernel backends of ops: ``register(op, backend, impl, *, priority=0, supports=None,
-    is_available=None, description="", override=False)``; see :class:`mixarch.kernels.KernelSpec`."""
+    is_available=None, default_devices=None, description="", override=False)``; see
+    :class:`mixarch.kernels.KernelSpec`."""

@@ -36,6 +36,8 @@ DEFAULT_PLUGINS = (
     "mixarch.selectors.builtin",
     "mixarch.selectors.halo",
     "mixarch.kernels.reference",
+    "mixarch.kernels.triton.lightning.plugin",
+    "mixarch.kernels.triton.infllm_v2.plugin",
 )
 
 # hook name -> (registry attribute, spec class)
@@ -125,12 +127,14 @@ class PluginHost:
 
     def _kernel_callback(self, plugin: str, info: PluginInfo) -> Callable:
         def register(op: str, backend: str, impl: Callable, *, priority: int = 0, supports: Callable | None = None,
-                     is_available: Callable | None = None, description: str = "", override: bool = False) -> None:
+                     is_available: Callable | None = None, default_devices: tuple[str, ...] | None = None,
+                     description: str = "", override: bool = False) -> None:
             if not (isinstance(op, str) and op and isinstance(backend, str) and backend and callable(impl)):
                 raise PluginError(f"plugin {plugin!r}: a kernel needs an op name, a backend name and a callable")
             extra = {k: v for k, v in (("supports", supports), ("is_available", is_available)) if v is not None}
             self.kernels.add(KernelSpec(op=op, backend=backend, impl=impl, priority=priority,
-                                        description=description, plugin=plugin, **extra), override=override)
+                                        description=description, plugin=plugin, default_devices=default_devices,
+                                        **extra), override=override)
             info.registered.setdefault("kernel", []).append(f"{op}:{backend}")
 
         return register

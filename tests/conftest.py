@@ -6,9 +6,13 @@ import os
 
 import pytest
 import torch
-from hypothesis import settings
 
-from mixarch.testing.poison import nan_poison
+if not torch.cuda.is_available():  # CPU CI runs the Triton kernels in the interpreter (read when kernels are defined)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from hypothesis import settings  # noqa: E402
+
+from mixarch.testing.poison import nan_poison  # noqa: E402
 
 settings.load_profile(os.environ.get("MIXARCH_HYPOTHESIS_PROFILE", "mixarch-ci"))
 # tiny tensors: one thread per pytest-xdist worker avoids oversubscribing the cores (10x slower otherwise)

@@ -254,7 +254,9 @@ def test_hook_mixarch_register_kernels(monkeypatch):
         monkeypatch.setenv("MIXARCH_KERNELS", "reference")
         assert choose("lightning_attention", q).backend == "reference"
         monkeypatch.setenv("MIXARCH_KERNELS", "infllm_v2_select=reference,lightning_attention=fast")
-        assert choose("lightning_attention", q[:, :2]).backend == "fast"  # forced, even where not preferred
+        assert choose("lightning_attention", q).backend == "fast"
+        with pytest.raises(MixarchError, match="backend 'fast' of 'lightning_attention' does not support these inputs"):
+            choose("lightning_attention", q[:, :2])  # forced, but unsupported: an error, not a silent fallback
         monkeypatch.setenv("MIXARCH_KERNELS", "broken")
         with pytest.raises(MixarchError, match="backend 'broken' of 'lightning_attention' cannot run here: needs a TPU"):
             choose("lightning_attention", q)

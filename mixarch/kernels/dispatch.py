@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from mixarch.errors import MixarchError
 from mixarch.kernels.registry import KernelSpec
 
@@ -33,9 +35,12 @@ def forced_backend(op: str) -> str | None:
 
 def choose(op: str, *args: Any, **kwargs: Any) -> KernelSpec:
     """The backend that runs ``op`` on these arguments."""
-    from mixarch.plugins import get_host
+    from mixarch import plugins
 
-    registry = get_host().kernels
+    if plugins._HOST is None and torch.compiler.is_compiling():
+        raise MixarchError("the plugin host is built at first use and cannot be traced: call "
+                           "mixarch.plugins.get_host() (or build the model) before torch.compile")
+    registry = plugins.get_host().kernels
     forced = forced_backend(op)
     if forced is not None:
         try:
@@ -46,12 +51,31 @@ def choose(op: str, *args: Any, **kwargs: Any) -> KernelSpec:
         if available is not True:
             raise MixarchError(f"{KERNELS_ENV}={os.environ[KERNELS_ENV]}: backend {forced!r} of {op!r} cannot run "
                                f"here: {available}")
+        if not spec.supports(*args, **kwargs):
+            raise MixarchError(f"{KERNELS_ENV}={os.environ[KERNELS_ENV]}: backend {forced!r} of {op!r} does not "
+                               f"support these inputs ({spec.description or 'see its plugin'}); "
+                               f"{_describe(args)}")
         return spec
+    device = _device(args, kwargs)
     for spec in registry.backends(op):
-        if spec.is_available() is True and spec.supports(*args, **kwargs):
+        if (spec.default_devices is None or device in spec.default_devices) and spec.is_available() is True \
+                and spec.supports(*args, **kwargs):
             return spec
     raise MixarchError(f"no backend of {op!r} supports these inputs "
                        f"(registered: {', '.join(s.backend for s in registry.backends(op))})")
+
+
+def _device(args: tuple, kwargs: dict) -> str | None:
+    """The device type of the first tensor argument."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            return a.device.type
+    return None
+
+
+def _describe(args: tuple) -> str:
+    return "inputs " + ", ".join(f"{tuple(a.shape)} {str(a.dtype).removeprefix('torch.')} {a.device.type}"
+                                 for a in args if isinstance(a, torch.Tensor))
 
 
 def call(op: str, *args: Any, **kwargs: Any) -> Any:

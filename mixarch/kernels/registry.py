@@ -19,8 +19,10 @@ class KernelSpec:
 
     ``impl`` has the op's signature. ``is_available()`` returns True or a string saying why the backend cannot
     run in this process (no GPU, Triton missing, ...). ``supports(*args, **kwargs)`` says whether it handles
-    these particular inputs (device, dtype, shapes); the highest ``priority`` available backend that supports
-    the inputs runs unless ``MIXARCH_KERNELS`` forces one.
+    these particular inputs (device, dtype, shapes). By default the highest ``priority`` available backend that
+    supports the inputs runs, among those whose ``default_devices`` (None: any) include the inputs' device:
+    Triton backends can take CPU tensors under ``TRITON_INTERPRET=1`` but are only chosen for CUDA tensors
+    unless ``MIXARCH_KERNELS`` forces them.
     """
 
     op: str
@@ -31,6 +33,7 @@ class KernelSpec:
     is_available: Callable[[], bool | str] = lambda: True
     description: str = ""
     plugin: str = ""
+    default_devices: tuple[str, ...] | None = None
 
 
 class KernelRegistry:

@@ -1,0 +1,43 @@
+"""Launch helpers shared by the InfLLM-V2 Triton kernels."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from mixarch.kernels.triton import interpreting
+
+#: ``exp(x) == exp2(x * LOG2E)``: the kernels keep logits and log-sum-exps in the log2 domain.
+LOG2E = 1.4426950408889634
+#: dtypes the kernels take (others fall through to the reference)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+#: largest head dimension (one register tile)
+MAX_HEAD_DIM = 256
+
+
+def pow2(n: int, at_least: int = 1) -> int:
+    """The smallest power of two ``>= max(n, at_least)``."""
+    return max(triton.next_power_of_2(max(n, 1)), at_least)
+
+
+def dot_args(dtype: torch.dtype) -> dict:
+    """Constexprs of every kernel: ``UPCAST`` (the interpreter computes 16-bit dots wrongly: upcast tiles to fp32
+    before ``tl.dot``) and ``PREC`` (fp32 inputs use exact fp32 products, not tf32)."""
+    return dict(UPCAST=interpreting(), PREC="ieee" if dtype == torch.float32 else "tf32")
+
+
+def launch(num_warps: int, num_stages: int = 2) -> dict:
+    """Launch options (the interpreter ignores them)."""
+    return {} if interpreting() else dict(num_warps=num_warps, num_stages=num_stages)
+
+
+def num_sms(device: torch.device) -> int:
+    """Multiprocessors of ``device`` (a nominal 132 on CPU, so that launch heuristics stay testable)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+
+
+@triton.jit
+def as_fp32(x):
+    """A float kernel argument as an fp32 scalar (torch.compile passes Python floats as fp64)."""
+    return (tl.zeros([], tl.float32) + x).to(tl.float32)

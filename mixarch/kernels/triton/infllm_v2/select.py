@@ -1,0 +1,291 @@
+"""InfLLM-V2 stage 1 in Triton: compressed-key scores, block max-pool, init/local forcing and top-k.
+
+Same result as :func:`mixarch.ops.infllm_v2.attention.reference_infllm_v2_select` (semantics: the module doc of
+:mod:`mixarch.ops.infllm_v2.select`), up to fp32 rounding of the scores (near-ties). Three launches:
+
+1. ``_lse_kernel``: per (query, head) the log-sum-exp of the visible normalizer keys (C1 for the exact
+   normalizer, C2 for the released approximation), online over key tiles; the keys may be split over
+   ``NSPLIT`` programs (decode), each writing a partial (max, sum) pair.
+2. ``_score_kernel``: one program per (tile of ``BQ`` queries, key range, KV head) loads the tile's ``BQ * G``
+   query rows as one ``[BQ*G, D]`` tile, combines the partial normalizers (rows that see no C2 key yet take
+   the exact C1 one), and for each tile of ``BN`` C1 keys computes the probabilities, sums them over the
+   group's heads and max-pools them into blocks in registers: block ``b`` pools keys
+   ``[b*r - (m-1), b*r + r - 1]``, i.e. its own ``r`` keys plus the last ``m - 1`` keys of block ``b - 1``
+   (carried across key tiles). Only the block scores ``[B*Hkv, Tq, nb]`` (fp32, candidates ``b <= b_t``)
+   reach memory, never the per-key scores.
+3. ``_topk_kernel``: one program per ``BR`` rows of block scores applies the forcing (``+inf``), maps the
+   scores to order-preserving int keys (non-candidates below everything), finds the ``k``-th largest key by
+   a 32-step bisection over the int range, keeps everything above it plus the ties of largest block index,
+   and compacts the kept blocks with a prefix sum: ascending indices, ``-1`` padded.
+
+Work (prefill, ``T`` queries and keys, ``Hq`` heads): ``2 * T * Hq * D * T/(2s)`` FLOPs for the C1 pass plus
+a quarter (approximate) or the same again (exact normalizer) for the normalizer pass; memory traffic is
+dominated by the block-score write and read, ``2 * 4 * Hkv * T * T/(2B)`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from mixarch.kernels.triton.infllm_v2.common import LOG2E, as_fp32, dot_args, launch, num_sms, pow2
+from mixarch.ops.infllm_v2.compress import C2_FACTOR
+
+
+@triton.jit
+def _n_visible(pos, WIN: tl.constexpr, STRIDE: tl.constexpr, N):
+    """Compressed keys entirely at or before ``pos``: ``(pos + 1 - WIN) // STRIDE + 1``, at most ``N``."""
+    n = tl.where(pos + 1 >= WIN, (tl.maximum(pos + 1 - WIN, 0)) // STRIDE + 1, 0)
+    return tl.minimum(n, N)
+
+
+@triton.jit
+def _load_rows(ptr, rows, row_ok, D: tl.constexpr, BD: tl.constexpr, UPCAST: tl.constexpr):
+    """``[len(rows), BD]`` tile of a row-major ``[*, D]`` tensor (zeros outside)."""
+    offs_d = tl.arange(0, BD)
+    x = tl.load(ptr + rows.to(tl.int64)[:, None] * D + offs_d[None, :],
+                mask=row_ok[:, None] & (offs_d < D)[None, :], other=0.0)
+    if UPCAST:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
+def _lse_kernel(q_ptr, c_ptr, m_ptr, l_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES,
+                HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
+                D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
+                NSPLIT: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
+    """Partial (max, sum of exp2) of ``q . c * qk_scale`` over the visible keys of split ``program_id(1)``."""
+    i_q, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // HKV, i_bh % HKV
+    qk_scale = as_fp32(qk_scale)
+    rows = tl.arange(0, BQ * GP)
+    qi = i_q * BQ + rows // GP
+    g = rows % GP
+    row_ok = (qi < T_Q) & (g < G)
+    pos = T_K - T_Q + qi
+    nvis = _n_visible(pos, WIN, STRIDE, N_C)
+    q = _load_rows(q_ptr, (i_b * T_Q + qi) * HQ + i_h * G + g, row_ok, D, BD, UPCAST)
+    n_hi = _n_visible(T_K - T_Q + tl.minimum(i_q * BQ + BQ, T_Q) - 1, WIN, STRIDE, N_C)
+    t_lo = i_s * SPLIT_TILES
+    t_hi = tl.minimum(t_lo + SPLIT_TILES, tl.cdiv(n_hi, BN))
+    m = tl.full([BQ * GP], float("-inf"), tl.float32)
+    acc = tl.zeros([BQ * GP], tl.float32)
+    for t in range(t_lo, t_hi):
+        j = t * BN + tl.arange(0, BN)
+        c = _load_rows(c_ptr, (i_b * N_C + j) * HKV + i_h, j < N_C, D, BD, UPCAST)
+        s = tl.dot(q, tl.trans(c), input_precision=PREC) * qk_scale
+        s = tl.where(j[None, :] < nvis[:, None], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        acc = acc * tl.exp2(m - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), 1)
+        m = m_new
+    out = (i_bh * NSPLIT + i_s).to(tl.int64) * T_Q * GP + qi * GP + g
+    tl.store(m_ptr + out, m, mask=qi < T_Q)
+    tl.store(l_ptr + out, acc, mask=qi < T_Q)
+
+
+@triton.jit
+def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, N_NORM, NB, SPLIT_TILES,
+                  HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
+                  D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
+                  R: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, NSPLIT_L: tl.constexpr,
+                  APPROX: tl.constexpr, WIN2: tl.constexpr, STRIDE2: tl.constexpr,
+                  UPCAST: tl.constexpr, PREC: tl.constexpr):
+    """Block scores (group-summed, max-pooled, not forced) of the candidate blocks of split ``program_id(1)``."""
+    i_q, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // HKV, i_bh % HKV
+    qk_scale = as_fp32(qk_scale)
+    rows = tl.arange(0, BQ * GP)
+    qi = i_q * BQ + rows // GP
+    g = rows % GP
+    row_ok = (qi < T_Q) & (g < G)
+    pos = T_K - T_Q + qi
+    nvis = _n_visible(pos, WIN, STRIDE, N_C)
+    q = _load_rows(q_ptr, (i_b * T_Q + qi) * HQ + i_h * G + g, row_ok, D, BD, UPCAST)
+    pos_last = T_K - T_Q + tl.minimum(i_q * BQ + BQ, T_Q) - 1
+
+    # the normalizer: combine the partial (max, sum) pairs of _lse_kernel
+    splits = tl.arange(0, NSPLIT_L)
+    part = (i_bh * NSPLIT_L + splits[None, :]).to(tl.int64) * T_Q * GP + (qi * GP + g)[:, None]
+    pm = tl.load(m_ptr + part, mask=(qi < T_Q)[:, None], other=float("-inf"))
+    pl = tl.load(l_ptr + part, mask=(qi < T_Q)[:, None], other=0.0)
+    mx = tl.max(pm, 1)
+    mx = tl.where(mx == float("-inf"), 0.0, mx)
+    lse = mx + tl.log2(tl.sum(pl * tl.exp2(pm - mx[:, None]), 1))
+    if APPROX:  # rows that see no C2 key yet fall back to the exact C1 normalizer (few keys: t < 4l - 1)
+        no_c2 = _n_visible(pos, WIN2, STRIDE2, N_NORM) == 0
+        n_fb = tl.where(T_K - T_Q + i_q * BQ < WIN2 - 1,
+                        _n_visible(tl.minimum(pos_last, WIN2 - 2), WIN, STRIDE, N_C), 0)
+        m1 = tl.full([BQ * GP], float("-inf"), tl.float32)
+        l1 = tl.zeros([BQ * GP], tl.float32)
+        for t in range(0, tl.cdiv(n_fb, BN)):
+            j = t * BN + tl.arange(0, BN)
+            c = _load_rows(c_ptr, (i_b * N_C + j) * HKV + i_h, j < N_C, D, BD, UPCAST)
+            s = tl.dot(q, tl.trans(c), input_precision=PREC) * qk_scale
+            s = tl.where(j[None, :] < nvis[:, None], s, float("-inf"))
+            m_new = tl.maximum(m1, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            l1 = l1 * tl.exp2(m1 - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), 1)
+            m1 = m_new
+        lse = tl.where(no_c2, tl.where(m1 == float("-inf"), 0.0, m1) + tl.log2(l1), lse)
+
+    # C1 key tiles of this split; the tile before the first one only provides the carried pooling tail
+    NBT: tl.constexpr = BN // R
+    qq = i_q * BQ + tl.arange(0, BQ)
+    qpos = T_K - T_Q + qq
+    q_nvis = _n_visible(qpos, WIN, STRIDE, N_C)
+    q_bt = qpos // BLOCK
+    t_lo = i_s * SPLIT_TILES
+    t_hi = tl.minimum(t_lo + SPLIT_TILES, tl.cdiv((pos_last // BLOCK + 1) * R, BN))
+    bidx = tl.arange(0, NBT)
+    prev_idx = tl.broadcast_to(tl.maximum(bidx - 1, 0)[None, :], (BQ, NBT))
+    u = tl.arange(0, R)[None, None, :]
+    carry = tl.full([BQ], float("-inf"), tl.float32)
+    for t in range(tl.maximum(t_lo - 1, 0), t_hi):
+        j = t * BN + tl.arange(0, BN)
+        c = _load_rows(c_ptr, (i_b * N_C + j) * HKV + i_h, j < N_C, D, BD, UPCAST)
+        s = tl.dot(q, tl.trans(c), input_precision=PREC) * qk_scale
+        p = tl.where(row_ok[:, None] & (j[None, :] < nvis[:, None]), tl.exp2(s - lse[:, None]), 0.0)
+        score = tl.sum(tl.reshape(p, (BQ, GP, BN)), 1)
+        score = tl.where(j[None, :] < q_nvis[:, None], score, float("-inf"))
+        per_block = tl.reshape(score, (BQ, NBT, R))
+        own = tl.max(per_block, 2)
+        if TAIL > 0:
+            tail = tl.max(tl.where(u >= R - TAIL, per_block, float("-inf")), 2)
+        else:
+            tail = tl.full([BQ, NBT], float("-inf"), tl.float32)
+        prev = tl.where(bidx[None, :] == 0, carry[:, None], tl.gather(tail, prev_idx, 1))
+        carry = tl.max(tl.where(bidx[None, :] == NBT - 1, tail, float("-inf")), 1)
+        blk = t * NBT + bidx
+        dst = (i_bh * T_Q + qq).to(tl.int64)[:, None] * NB + blk[None, :]
+        keep = (qq < T_Q)[:, None] & (blk[None, :] <= q_bt[:, None]) & (t >= t_lo)
+        tl.store(out_ptr + dst, tl.maximum(own, prev), mask=keep)
+
+
+@triton.jit
+def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, BLOCK: tl.constexpr, TOPK: tl.constexpr,
+                 TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr):
+    """Forcing + top-``TOPK`` of ``BR`` rows of block scores; ascending indices, ``-1`` padded."""
+    i_r, i_bh = tl.program_id(0), tl.program_id(1)
+    rows = i_r * BR + tl.arange(0, BR)
+    row_ok = rows < T_Q
+    bt = (T_K - T_Q + rows) // BLOCK
+    blk = tl.arange(0, NBP)
+    cand = row_ok[:, None] & (blk[None, :] <= bt[:, None])
+    base = (i_bh * T_Q + rows).to(tl.int64)
+    x = tl.load(s_ptr + base[:, None] * NB + blk[None, :], mask=cand, other=float("-inf"))
+    forced = (blk[None, :] < INIT) | ((blk[None, :] >= bt[:, None] - LOCAL) & (blk[None, :] <= bt[:, None]))
+    x = tl.where(forced, float("inf"), x)
+    bits = x.to(tl.int32, bitcast=True)
+    key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)  # order-preserving
+    key = tl.where(cand, key, -2147483649)  # non-candidates below every candidate
+    k_eff = tl.minimum(bt + 1, TOPK)
+    lo = tl.full([BR], -2147483648, tl.int64)  # invariant: at least k_eff keys >= lo
+    hi = tl.full([BR], 2147483647, tl.int64)
+    for _ in range(32):
+        mid = lo + (hi - lo + 1) // 2
+        ok = tl.sum((key >= mid[:, None]).to(tl.int32), 1) >= k_eff
+        lo = tl.where(ok, mid, lo)
+        hi = tl.where(ok, hi, mid - 1)
+    above = key > lo[:, None]
+    tie = (key == lo[:, None]).to(tl.int32)
+    need = k_eff - tl.sum(above.to(tl.int32), 1)
+    rank_from_right = tl.sum(tie, 1)[:, None] - tl.cumsum(tie, 1) + tie  # ties: the larger block index wins
+    sel = above | ((tie > 0) & (rank_from_right <= need[:, None]))
+    dst = tl.cumsum(sel.to(tl.int32), 1) - 1
+    tl.store(out_ptr + base[:, None] * TOPK + dst, blk[None, :].to(tl.int64), mask=sel & row_ok[:, None])
+    cols = tl.arange(0, TOPKP)
+    pad = row_ok[:, None] & (cols[None, :] >= k_eff[:, None]) & (cols[None, :] < TOPK)
+    tl.store(out_ptr + base[:, None] * TOPK + cols[None, :], tl.full([BR, TOPKP], -1, tl.int64), mask=pad)
+
+
+def _query_tile(t_q: int, gp: int, rows: int) -> int:
+    """Queries per program: ``rows // gp`` (at least 16 rows for tl.dot), at most what ``t_q`` needs."""
+    return max(16 // gp, min(max(rows // gp, 1), pow2(t_q)))
+
+
+def _nonempty(c: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """A tensor with at least one compressed key to point at (all loads of an empty one are masked)."""
+    if c is None or c.shape[1] == 0:
+        return like.new_zeros((like.shape[0], 1, *like.shape[2:]))
+    return c.contiguous()
+
+
+@triton_op("mixarch::infllm_v2_select_triton", mutates_args=())
+def infllm_v2_select_op(q: torch.Tensor, compressed_k: torch.Tensor, compressed_k2: torch.Tensor | None, t_k: int,
+                        block_size: int, kernel_size: int, kernel_stride: int, init_blocks: int,
+                        local_blocks: int, topk: int, scale: float, exact_normalizer: bool) -> torch.Tensor:
+    """Custom-op form of :func:`triton_infllm_v2_select` (positional arguments)."""
+    b, t_q, hq, d = q.shape
+    n1, hkv = compressed_k.shape[1], compressed_k.shape[2]
+    g = hq // hkv
+    gp = pow2(g)
+    nb = math.ceil(t_k / block_size)
+    approx = not exact_normalizer
+    n2 = 0 if compressed_k2 is None else compressed_k2.shape[1]
+    q = q.contiguous()
+    c1 = _nonempty(compressed_k, compressed_k)
+    c2 = _nonempty(compressed_k2, compressed_k) if approx else c1
+    r, tail = block_size // kernel_stride, kernel_size // kernel_stride - 1
+    qk_scale = scale * LOG2E
+    dev = q.device
+    out = torch.empty((b, hkv, t_q, topk), dtype=torch.int64, device=dev)
+    if t_q == 0 or b == 0:
+        return out
+    cuda = dev.type == "cuda"
+    bq = _query_tile(t_q, gp, 128 if cuda else 16)
+    bd = pow2(d, 16)
+    bn = max(64 if cuda else 16, 2 * r)
+    n_q = triton.cdiv(t_q, bq)
+    common = dict(HQ=hq, HKV=hkv, G=g, GP=gp, BQ=bq, D=d, BD=bd, BN=bn, **dot_args(q.dtype))
+    warps = 8 if bq * gp >= 128 else 4
+
+    # 1. normalizer partials, keys split so that at least ~2 programs run per multiprocessor
+    win_n, stride_n, n_norm = (C2_FACTOR * kernel_size, C2_FACTOR * kernel_stride, n2) if approx else \
+        (kernel_size, kernel_stride, n1)
+    norm_tiles = max(triton.cdiv(n_norm, bn), 1)
+    nsplit_l = min(pow2(triton.cdiv(2 * num_sms(dev), n_q * b * hkv)), pow2(norm_tiles), 64)
+    m_part = torch.empty((b * hkv, nsplit_l, t_q, gp), dtype=torch.float32, device=dev)
+    l_part = torch.empty_like(m_part)
+    wrap_triton(_lse_kernel)[(n_q, nsplit_l, b * hkv)](
+        q, c2 if approx else c1, m_part, l_part, qk_scale, t_q, t_k, n_norm, triton.cdiv(norm_tiles, nsplit_l),
+        WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, **common, **launch(warps))
+
+    # 2. block scores of the candidate blocks, blocks split like the keys above
+    scores = torch.empty((b * hkv, t_q, nb), dtype=torch.float32, device=dev)
+    score_tiles = triton.cdiv(nb * r, bn)
+    nsplit_s = min(triton.cdiv(2 * num_sms(dev), n_q * b * hkv), score_tiles)
+    wrap_triton(_score_kernel)[(n_q, nsplit_s, b * hkv)](
+        q, c1, m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb, triton.cdiv(score_tiles, nsplit_s),
+        WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l,
+        APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride, **common,
+        **launch(warps))
+
+    # 3. forcing + top-k
+    nbp = pow2(nb, 16)
+    br = max(1, min(pow2(t_q), 4096 // nbp if cuda else 16))
+    wrap_triton(_topk_kernel)[(triton.cdiv(t_q, br), b * hkv)](
+        scores, out, t_q, t_k, nb, init_blocks, local_blocks, BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk),
+        BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1))
+    return out
+
+
+def triton_infllm_v2_select(q: torch.Tensor, compressed_k: torch.Tensor, compressed_k2: torch.Tensor | None,
+                            t_k: int, *, block_size: int, kernel_size: int, kernel_stride: int, init_blocks: int,
+                            local_blocks: int, topk: int, scale: float, exact_normalizer: bool) -> torch.Tensor:
+    """Triton ``infllm_v2_select``: int64 ``[B, Hkv, Tq, topk]``, ascending block indices then ``-1``.
+
+    Same arguments as :func:`mixarch.ops.infllm_v2.attention.reference_infllm_v2_select`: ``q``
+    ``[B, Tq, Hq, D]`` (the last ``Tq`` of ``t_k`` positions), ``compressed_k`` / ``compressed_k2``
+    ``[B, Nc, Hkv, D]`` (C2 only for the approximate normalizer). Needs :func:`supports_select`.
+    """
+    if not exact_normalizer and compressed_k2 is None:
+        raise ValueError("the approximate normalizer needs the C2 compressed keys")
+    return infllm_v2_select_op(q.detach(), compressed_k.detach(),
+                               None if compressed_k2 is None else compressed_k2.detach(), t_k, block_size,
+                               kernel_size, kernel_stride, init_blocks, local_blocks, topk, scale, exact_normalizer)

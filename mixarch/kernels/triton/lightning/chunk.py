@@ -1,0 +1,427 @@
+"""Chunked Lightning attention in Triton: forward and backward by segment-parallel state passing.
+
+Tokens are flattened (``[B * T]`` rows, or the packed ``T`` of ``cu_seqlens``) and cut into *segments* of
+``segment`` tokens (a multiple of the chunk ``C``) that never span two sequences. One program per (segment,
+head, ``STATE_TILE``-wide slice of the ``[Dk, Dv]`` fp32 state, which it keeps in registers); a segment's slices
+are neighbouring programs, so they share their q/k/v loads through L2. Forward:
+
+1. :func:`_segment_state`: each segment's own state ``L_j = sum_i lambda^(len-1-i) k_i^T v_i`` (reads k, v).
+2. :func:`_scan`: per (sequence, head, state tile) the state entering each segment,
+   ``E_{j+1} = lambda^len_j E_j + L_j`` from ``initial_state``, and the final state (one state per segment).
+3. :func:`_chunk_fwd`: per segment, chunk by chunk: ``o = ((q k^T) * D) v + scale lambda^(r+1) q S`` with
+   ``D_rc = scale lambda^(r-c)`` (r >= c), then ``S = lambda^L S + k^T (lambda^(L-1-c) v)`` (reads q, k, v;
+   writes o).
+
+Backward mirrors it: ``R_j = scale sum_r lambda^(r+1) q_r^T do_r`` per segment (reads q, do), a reverse scan
+from the final state's gradient (ends in ``dh0``), then :func:`_chunk_bwd_dq` (forward sweep from the saved
+``E_j``), :func:`_chunk_bwd_dk` and :func:`_chunk_bwd_dv` (reverse sweeps with the gradient ``X`` arriving from
+the right).
+
+Dots take 16-bit operands (q's dtype) with fp32 accumulation, or fp32 ``ieee`` operands for fp32 inputs and
+under ``TRITON_INTERPRET=1`` (the interpreter computes 16-bit dots wrongly). Decay weights multiply the
+smaller operand or the dot's result rows, never a ``[C, 128]`` fp32 copy of q or k (register pressure).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+from mixarch.kernels.triton import interpreting
+
+LOG2E = tl.constexpr(1.4426950408889634)
+CHUNK = 16 if interpreting() else 64  # tokens per chunk (the interpreter: small, to exercise many chunks)
+STATE_TILE = 16 if interpreting() else 64  # a program's slice of the [Dk, Dv] state: at most [128, 64] fp32
+
+
+def _configs(warps: tuple[int, ...], stages: tuple[int, ...] = (2, 3)) -> list[triton.Config]:
+    """Autotune space (one config under the interpreter). The chunk kernels hold a [128, 64] fp32 state
+    slice plus [64, 64] score tiles: at 4 warps they need 255 registers and spill (ptxas, sm_90), at 8 they
+    take 170-220 without spills; 2-3 stages of cp.async prefetch fit in shared memory."""
+    if interpreting():
+        return [triton.Config({}, num_warps=4, num_stages=1)]
+    return [triton.Config({}, num_warps=w, num_stages=s) for w in warps for s in stages]
+
+
+@triton.jit
+def _dot(a, b, acc, DT: tl.constexpr, IEEE: tl.constexpr):
+    """``acc + a @ b`` (``acc`` None: zeros) in fp32: fp32 ieee operands, or operands cast to ``DT``."""
+    if IEEE:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(a.to(DT), b.to(DT), acc)
+
+
+@triton.jit
+def _slot(j, slot_start, slot_len, T, NSEG, SEG: tl.constexpr, VARLEN: tl.constexpr):
+    """First flattened token (int64) and length of segment slot ``j`` (length 0: an unused slot)."""
+    if VARLEN:
+        g0 = tl.load(slot_start + j).to(tl.int64)
+        n = tl.load(slot_len + j)
+    else:
+        s = j % NSEG
+        g0 = (j // NSEG).to(tl.int64) * T + s * SEG
+        n = tl.minimum(SEG, T - s * SEG)
+    return g0, n
+
+
+@triton.jit
+def _decay_matrix(r, s2, scale, TRANSPOSED: tl.constexpr):
+    """``scale * lambda^(row-col)`` below the diagonal (``[r, c]``), or its transpose (``[c, r]``), else 0."""
+    if TRANSPOSED:
+        diff = r[None, :] - r[:, None]
+    else:
+        diff = r[:, None] - r[None, :]
+    return tl.where(diff >= 0, scale * tl.exp2(-diff.to(tl.float32) * s2), 0.0)
+
+
+@triton.jit
+def _program(D: tl.constexpr, TD: tl.constexpr, slot_start, slot_len, T, NSEG, SEG: tl.constexpr,
+             VARLEN: tl.constexpr):
+    """This program's segment (first token, length), head and ``TD``-wide tile of a ``D``-wide state dim."""
+    n_tiles = tl.cdiv(D, TD)
+    g0, n = _slot(tl.program_id(0) // n_tiles, slot_start, slot_len, T, NSEG, SEG, VARLEN)
+    tile = (tl.program_id(0) % n_tiles) * TD + tl.arange(0, TD)
+    return tl.program_id(0) // n_tiles, tl.program_id(1), g0, n, tile
+
+
+@triton.jit
+def _load_state(ptr, j, h, ik, iv, H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr):
+    """Rows ``ik``, columns ``iv`` of the fp32 state ``ptr[j, h]`` (``[n_slots, H, DK, DV]``), zeros outside."""
+    base = (j * H + h).to(tl.int64) * (DK * DV)
+    return tl.load(ptr + base + ik[:, None] * DV + iv[None, :], mask=(ik < DK)[:, None] & (iv < DV)[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def _rows(x, rows, valid, h, cols, H: tl.constexpr, D: tl.constexpr):
+    """Chunk rows ``rows`` of head ``h``, columns ``cols`` of ``x`` (``[*, H, D]``), zeros outside."""
+    return tl.load(x + rows[:, None] * (H * D) + h * D + cols[None, :], mask=valid[:, None] & (cols < D)[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def _store_rows(x, value, rows, valid, h, cols, H: tl.constexpr, D: tl.constexpr):
+    tl.store(x + rows[:, None] * (H * D) + h * D + cols[None, :], value.to(x.dtype.element_ty),
+             mask=valid[:, None] & (cols < D)[None, :])
+
+
+@triton.autotune(configs=_configs(warps=(4, 8)), key=["DA", "DB", "C", "REVERSE"])
+@triton.jit
+def _segment_state(a, b, decay, out, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr, DA: tl.constexpr,
+                   DB: tl.constexpr, BA: tl.constexpr, TB: tl.constexpr, C: tl.constexpr, SEG: tl.constexpr,
+                   REVERSE: tl.constexpr, VARLEN: tl.constexpr, IEEE: tl.constexpr):
+    """``out[j, h, :, tile] = sum_i w_i a_i^T b_i[tile]`` over segment ``j``: ``w_i = lambda^(len-1-i)``
+    (forward: k, v) or ``scale lambda^(i+1)`` (``REVERSE``, backward: q, do). a ``[*, H, DA]``, b ``[*, H, DB]``,
+    out ``[n_slots, H, DA, DB]`` fp32; one program per (``TB`` columns, segment), head."""
+    j, h, g0, n, ib = _program(DB, TB, slot_start, slot_len, T, NSEG, SEG, VARLEN)
+    s2 = tl.load(decay + h) * LOG2E
+    r = tl.arange(0, C)
+    ia = tl.arange(0, BA)
+    acc = tl.zeros([BA, TB], dtype=tl.float32)
+    for c0 in range(0, n, C):
+        rows = g0 + c0 + r
+        valid = (c0 + r) < n
+        ta = _rows(a, rows, valid, h, ia, H, DA)
+        tb = _rows(b, rows, valid, h, ib, H, DB)
+        if REVERSE:
+            w = scale * tl.exp2(-(c0 + r + 1).to(tl.float32) * s2)
+        else:
+            w = tl.exp2(-(n - 1 - c0 - r).to(tl.float32) * s2)
+        w = tl.where(valid, w, 0.0)
+        acc = _dot(tl.trans(ta), tb * w[:, None], acc, a.dtype.element_ty, IEEE)
+    base = (j * H + h).to(tl.int64) * (DA * DB)
+    tl.store(out + base + ia[:, None] * DB + ib[None, :], acc, mask=(ia < DA)[:, None] & (ib < DB)[None, :])
+
+
+@triton.jit
+def _scan(local, init, enter, final, decay, slot_len, seq_first, T, NSEG, H: tl.constexpr, DA: tl.constexpr,
+          DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr, SEG: tl.constexpr, REVERSE: tl.constexpr,
+          VARLEN: tl.constexpr, HAS_INIT: tl.constexpr):
+    """Per (sequence, head, state tile): ``enter[j] = state; state = lambda^len_j state + local[j]`` over the
+    sequence's segments (last to first when ``REVERSE``), starting from ``init`` (or zeros); then
+    ``final = state``. Forward: the states entering each segment and the final state; backward: the gradients
+    arriving from the right of each segment and ``dh0``."""
+    i = tl.program_id(0)
+    h = tl.program_id(1)
+    tile = tl.program_id(2)
+    n_b = tl.cdiv(DB, BB)
+    ia = (tile // n_b) * BA + tl.arange(0, BA)
+    ib = (tile % n_b) * BB + tl.arange(0, BB)
+    mask = (ia < DA)[:, None] & (ib < DB)[None, :]
+    off = ia[:, None] * DB + ib[None, :]
+    s2 = tl.load(decay + h) * LOG2E
+    if VARLEN:
+        first = tl.load(seq_first + i)
+        count = tl.load(seq_first + i + 1) - first
+    else:
+        first = i * NSEG
+        count = NSEG
+    seq_base = (i * H + h).to(tl.int64) * (DA * DB)
+    if HAS_INIT:
+        state = tl.load(init + seq_base + off, mask=mask, other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros([BA, BB], dtype=tl.float32)
+    for t in range(0, count):
+        if REVERSE:
+            j = first + count - 1 - t
+        else:
+            j = first + t
+        if VARLEN:
+            n = tl.load(slot_len + j)
+        else:
+            n = tl.minimum(SEG, T - (j - first) * SEG)
+        base = (j * H + h).to(tl.int64) * (DA * DB)
+        tl.store(enter + base + off, state, mask=mask)
+        state = state * tl.exp2(-n.to(tl.float32) * s2) + tl.load(local + base + off, mask=mask, other=0.0)
+    tl.store(final + seq_base + off, state, mask=mask)
+
+
+@triton.autotune(configs=_configs(warps=(8,)), key=["DK", "DV", "C"])
+@triton.jit
+def _chunk_fwd(q, k, v, decay, enter, o, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr, DK: tl.constexpr,
+               DV: tl.constexpr, BK: tl.constexpr, TV: tl.constexpr, C: tl.constexpr, SEG: tl.constexpr,
+               VARLEN: tl.constexpr, IEEE: tl.constexpr):
+    """``TV`` columns of o for one segment and head, from the state entering it (``enter[j, h]``): per chunk
+    ``o = ((q k^T) * D) v + scale lambda^(r+1) q S``, then ``S = lambda^L S + (lambda^(L-1-c) k)^T v``."""
+    j, h, g0, n, iv = _program(DV, TV, slot_start, slot_len, T, NSEG, SEG, VARLEN)
+    DT = q.dtype.element_ty
+    s2 = tl.load(decay + h) * LOG2E
+    r = tl.arange(0, C)
+    ik = tl.arange(0, BK)
+    state = _load_state(enter, j, h, ik, iv, H, DK, DV)
+    dmat = _decay_matrix(r, s2, scale, False)
+    qdec = scale * tl.exp2(-(r + 1).to(tl.float32) * s2)  # scale * lambda^(r+1)
+    for c0 in range(0, n, C):
+        rows = g0 + c0 + r
+        valid = (c0 + r) < n
+        length = tl.minimum(n - c0, C)
+        tq = _rows(q, rows, valid, h, ik, H, DK)
+        tk = _rows(k, rows, valid, h, ik, H, DK)
+        tv = _rows(v, rows, valid, h, iv, H, DV)
+        scores = _dot(tq, tl.trans(tk), None, DT, IEEE) * dmat
+        out = _dot(scores, tv, _dot(tq, state, None, DT, IEEE) * qdec[:, None], DT, IEEE)
+        _store_rows(o, out, rows, valid, h, iv, H, DV)
+        w = tl.where(valid, tl.exp2(-(length - 1 - r).to(tl.float32) * s2), 0.0)
+        state = _dot(tl.trans(tk), tv * w[:, None], state * tl.exp2(-length.to(tl.float32) * s2), DT, IEEE)
+
+
+@triton.autotune(configs=_configs(warps=(8,)), key=["DK", "DV", "C"])
+@triton.jit
+def _chunk_bwd_dq(do, k, v, decay, enter, dq, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr,
+                  DK: tl.constexpr, DV: tl.constexpr, TK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
+                  SEG: tl.constexpr, VARLEN: tl.constexpr, IEEE: tl.constexpr):
+    """``TK`` columns of ``dq = ((do v^T) * D) k + scale lambda^(r+1) do S^T``, sweeping forward from
+    ``enter[j, h]`` (rows ``TK`` of the state)."""
+    j, h, g0, n, ik = _program(DK, TK, slot_start, slot_len, T, NSEG, SEG, VARLEN)
+    DT = k.dtype.element_ty
+    s2 = tl.load(decay + h) * LOG2E
+    r = tl.arange(0, C)
+    iv = tl.arange(0, BV)
+    state = _load_state(enter, j, h, ik, iv, H, DK, DV)
+    dmat = _decay_matrix(r, s2, scale, False)
+    qdec = scale * tl.exp2(-(r + 1).to(tl.float32) * s2)
+    for c0 in range(0, n, C):
+        rows = g0 + c0 + r
+        valid = (c0 + r) < n
+        length = tl.minimum(n - c0, C)
+        tdo = _rows(do, rows, valid, h, iv, H, DV)
+        tk = _rows(k, rows, valid, h, ik, H, DK)
+        tv = _rows(v, rows, valid, h, iv, H, DV)
+        ds = _dot(tdo, tl.trans(tv), None, DT, IEEE) * dmat
+        out = _dot(ds, tk, _dot(tdo, tl.trans(state), None, DT, IEEE) * qdec[:, None], DT, IEEE)
+        _store_rows(dq, out, rows, valid, h, ik, H, DK)
+        w = tl.where(valid, tl.exp2(-(length - 1 - r).to(tl.float32) * s2), 0.0)
+        state = _dot(tl.trans(tk * w[:, None]), tv, state * tl.exp2(-length.to(tl.float32) * s2), DT, IEEE)
+
+
+@triton.autotune(configs=_configs(warps=(8,)), key=["DK", "DV", "C"])
+@triton.jit
+def _chunk_bwd_dk(q, v, do, decay, arrive, dk, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr,
+                  DK: tl.constexpr, DV: tl.constexpr, TK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
+                  SEG: tl.constexpr, VARLEN: tl.constexpr, IEEE: tl.constexpr):
+    """``TK`` columns of ``dk = ((v do^T) * D^T) q + lambda^(L-1-c) v X^T``, sweeping the chunks last to first
+    with rows ``TK`` of the state gradient ``X`` arriving from the right (``arrive[j, h]``), then
+    ``X = lambda^L X + scale (lambda^(r+1) q)^T do``."""
+    j, h, g0, n, ik = _program(DK, TK, slot_start, slot_len, T, NSEG, SEG, VARLEN)
+    DT = q.dtype.element_ty
+    s2 = tl.load(decay + h) * LOG2E
+    r = tl.arange(0, C)
+    iv = tl.arange(0, BV)
+    state = _load_state(arrive, j, h, ik, iv, H, DK, DV)
+    dmat_t = _decay_matrix(r, s2, scale, True)  # [c, r]
+    qdec = scale * tl.exp2(-(r + 1).to(tl.float32) * s2)
+    n_chunks = tl.cdiv(n, C)
+    for t in range(0, n_chunks):
+        c0 = (n_chunks - 1 - t) * C
+        rows = g0 + c0 + r
+        valid = (c0 + r) < n
+        length = tl.minimum(n - c0, C)
+        tq = _rows(q, rows, valid, h, ik, H, DK)
+        tv = _rows(v, rows, valid, h, iv, H, DV)
+        tdo = _rows(do, rows, valid, h, iv, H, DV)
+        w = tl.where(valid, tl.exp2(-(length - 1 - r).to(tl.float32) * s2), 0.0)
+        ds_t = _dot(tv, tl.trans(tdo), None, DT, IEEE) * dmat_t
+        out = _dot(ds_t, tq, _dot(tv, tl.trans(state), None, DT, IEEE) * w[:, None], DT, IEEE)
+        _store_rows(dk, out, rows, valid, h, ik, H, DK)
+        state = _dot(tl.trans(tq * qdec[:, None]), tdo, state * tl.exp2(-length.to(tl.float32) * s2), DT, IEEE)
+
+
+@triton.autotune(configs=_configs(warps=(8,)), key=["DK", "DV", "C"])
+@triton.jit
+def _chunk_bwd_dv(q, k, do, decay, arrive, dv, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr,
+                  DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, TV: tl.constexpr, C: tl.constexpr,
+                  SEG: tl.constexpr, VARLEN: tl.constexpr, IEEE: tl.constexpr):
+    """``TV`` columns of ``dv = ((k q^T) * D^T) do + lambda^(L-1-c) k X``, sweeping the chunks last to first
+    with columns ``TV`` of the state gradient ``X`` arriving from the right (``arrive[j, h]``)."""
+    j, h, g0, n, iv = _program(DV, TV, slot_start, slot_len, T, NSEG, SEG, VARLEN)
+    DT = q.dtype.element_ty
+    s2 = tl.load(decay + h) * LOG2E
+    r = tl.arange(0, C)
+    ik = tl.arange(0, BK)
+    state = _load_state(arrive, j, h, ik, iv, H, DK, DV)
+    dmat_t = _decay_matrix(r, s2, scale, True)  # [c, r]
+    qdec = scale * tl.exp2(-(r + 1).to(tl.float32) * s2)
+    n_chunks = tl.cdiv(n, C)
+    for t in range(0, n_chunks):
+        c0 = (n_chunks - 1 - t) * C
+        rows = g0 + c0 + r
+        valid = (c0 + r) < n
+        length = tl.minimum(n - c0, C)
+        tq = _rows(q, rows, valid, h, ik, H, DK)
+        tk = _rows(k, rows, valid, h, ik, H, DK)
+        tdo = _rows(do, rows, valid, h, iv, H, DV)
+        w = tl.where(valid, tl.exp2(-(length - 1 - r).to(tl.float32) * s2), 0.0)
+        scores_t = _dot(tk, tl.trans(tq), None, DT, IEEE) * dmat_t
+        out = _dot(scores_t, tdo, _dot(tk, state, None, DT, IEEE) * w[:, None], DT, IEEE)
+        _store_rows(dv, out, rows, valid, h, iv, H, DV)
+        state = _dot(tl.trans(tq), tdo * qdec[:, None], state * tl.exp2(-length.to(tl.float32) * s2), DT, IEEE)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the tokens are cut into segments: ``n_slots`` segment slots for ``n_seqs`` sequences; for packed
+    inputs the slots' first token and length (``int32 [n_slots]``, length 0 = unused) and each sequence's first
+    slot (``int32 [n_seqs + 1]``), else ``n_seg`` slots per sequence of ``T`` tokens."""
+
+    n_slots: int
+    n_seqs: int
+    n_seg: int
+    segment: int
+    slot_start: torch.Tensor | None = None
+    slot_len: torch.Tensor | None = None
+    seq_first: torch.Tensor | None = None
+
+    @property
+    def varlen(self) -> bool:
+        return self.slot_start is not None
+
+
+def segment_size(n_tokens: int, n_heads: int, chunk: int = CHUNK) -> int:
+    """Tokens per segment: about 1024 (segment, head) programs, between 256 and 4096 tokens (``2 * chunk``
+    under the interpreter), a power-of-two multiple of ``chunk``."""
+    if interpreting():
+        return 2 * chunk
+    target = max(1, n_tokens * n_heads // 1024)
+    return min(4096, max(256, chunk, 2 ** int(math.log2(target))))
+
+
+def make_layout(b: int, t: int, cu_seqlens: torch.Tensor | None, segment: int) -> Layout:
+    """Segment slots of ``B`` sequences of ``T`` tokens, or of the packed sequences ``cu_seqlens`` (on device,
+    without a host sync: at most ``T // segment + N`` slots)."""
+    if cu_seqlens is None:
+        n_seg = triton.cdiv(t, segment)
+        return Layout(b * n_seg, b, n_seg, segment)
+    n = cu_seqlens.numel() - 1
+    n_slots = t // segment + n
+    cu = cu_seqlens.to(torch.int64)
+    counts = (cu[1:] - cu[:-1] + segment - 1) // segment
+    first = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    slots = torch.arange(n_slots, device=cu.device)
+    seq = torch.searchsorted(first[1:], slots, right=True)  # the sequence of each slot (n: unused)
+    seq_c = seq.clamp(max=n - 1)
+    start = cu[seq_c] + (slots - first[seq_c]) * segment
+    length = torch.where(seq < n, (cu[seq_c + 1] - start).clamp(0, segment), 0)
+    return Layout(n_slots, n, 0, segment, start.to(torch.int32), length.to(torch.int32), first.to(torch.int32))
+
+
+def _pad(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+def _tile(d: int, most: int) -> int:
+    return min(most, _pad(d))
+
+
+def _grid(d: int, lay: Layout, h: int) -> tuple[int, int]:
+    """(state tiles * segment slots, heads): the tiles of one segment are neighbours, so they run together and
+    share their loads of q, k, v, do through L2."""
+    return triton.cdiv(d, _tile(d, STATE_TILE)) * lay.n_slots, h
+
+
+def _states(lay: Layout, a: torch.Tensor, b: torch.Tensor, decay: torch.Tensor, init: torch.Tensor | None,
+            scale: float, chunk: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-segment local states then the scan: the state at each segment's edge ``[n_slots, H, Da, Db]`` and
+    the sequence-level result ``[n_seqs, H, Da, Db]`` (fp32)."""
+    t, h, da = a.shape[1:]
+    db = b.shape[3]
+    local = torch.empty(lay.n_slots, h, da, db, dtype=torch.float32, device=a.device)
+    wrap_triton(_segment_state)[_grid(db, lay, h)](
+        a, b, decay, local, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DA=da, DB=db, BA=_pad(da),
+        TB=_tile(db, STATE_TILE), C=chunk, SEG=lay.segment, REVERSE=reverse, VARLEN=lay.varlen, IEEE=_ieee(a))
+    edge = torch.empty_like(local)
+    result = torch.empty(lay.n_seqs, h, da, db, dtype=torch.float32, device=a.device)
+    ta, tb = _tile(da, 32), _tile(db, 32)
+    wrap_triton(_scan)[(lay.n_seqs, h, triton.cdiv(da, ta) * triton.cdiv(db, tb))](
+        local, init, edge, result, decay, lay.slot_len, lay.seq_first, t, lay.n_seg, H=h, DA=da, DB=db, BA=ta,
+        BB=tb, SEG=lay.segment, REVERSE=reverse, VARLEN=lay.varlen, HAS_INIT=init is not None, num_warps=4)
+    return edge, result
+
+
+def _ieee(x: torch.Tensor) -> bool:
+    return x.dtype == torch.float32 or interpreting()
+
+
+def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor,
+              initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float, chunk: int,
+              segment: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward. q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]`` contiguous (one dtype); decay ``[H]`` fp32;
+    initial_state ``[N, H, Dk, Dv]`` or None; cu_seqlens ``[N + 1]`` on q's device or None.
+
+    Returns o ``[B, T, H, Dv]`` (q's dtype), the final state ``[N, H, Dk, Dv]`` and the states entering each
+    segment ``[n_slots, H, Dk, Dv]`` (fp32; kept for the backward).
+    """
+    b, t, h, dk = q.shape
+    dv = v.shape[-1]
+    lay = make_layout(b, t, cu_seqlens, segment)
+    enter, final = _states(lay, k, v, decay, initial_state, scale, chunk, reverse=False)
+    o = torch.empty(b, t, h, dv, dtype=q.dtype, device=q.device)
+    wrap_triton(_chunk_fwd)[_grid(dv, lay, h)](
+        q, k, v, decay, enter, o, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DK=dk, DV=dv,
+        BK=_pad(dk), TV=_tile(dv, STATE_TILE), C=chunk, SEG=lay.segment, VARLEN=lay.varlen, IEEE=_ieee(q))
+    return o, final, enter
+
+
+def chunk_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor,
+              do: torch.Tensor, dht: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float, chunk: int,
+              segment: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward of :func:`chunk_fwd` given ``enter`` (its third output), do ``[B, T, H, Dv]`` and the final
+    state's gradient ``dht`` ``[N, H, Dk, Dv]`` (or None); returns dq, dk, dv (inputs' dtype) and dh0 (fp32)."""
+    b, t, h, dk = q.shape
+    dv = v.shape[-1]
+    lay = make_layout(b, t, cu_seqlens, segment)
+    arrive, dh0 = _states(lay, q, do, decay, dht, scale, chunk, reverse=True)
+    common = dict(H=h, DK=dk, DV=dv, C=chunk, SEG=lay.segment, VARLEN=lay.varlen, IEEE=_ieee(q))
+    rows = dict(TK=_tile(dk, STATE_TILE), BV=_pad(dv), **common)  # kernels tiling the state's rows
+    cols = dict(BK=_pad(dk), TV=_tile(dv, STATE_TILE), **common)  # ... and its columns
+    slots = (lay.slot_start, lay.slot_len, t, lay.n_seg, scale)
+    dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    wrap_triton(_chunk_bwd_dq)[_grid(dk, lay, h)](do, k, v, decay, enter, dq, *slots, **rows)
+    wrap_triton(_chunk_bwd_dk)[_grid(dk, lay, h)](q, v, do, decay, arrive, dk_, *slots, **rows)
+    wrap_triton(_chunk_bwd_dv)[_grid(dv, lay, h)](q, k, do, decay, arrive, dv_, *slots, **cols)
+    return dq, dk_, dv_, dh0

@@ -1,0 +1,166 @@
+"""InfLLM-V2 Triton backends beyond the conformance recipes: the whole op through dispatch, chunked prefill and
+decode against a cache, the G = 16 tile, the fall-through to the reference, ``torch.compile``.
+
+Runs on CUDA, or on CPU under ``TRITON_INTERPRET=1`` (tiny fp32 shapes); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mixarch.kernels import KERNELS_ENV, choose
+from mixarch.kernels.triton import interpreting
+from mixarch.ops.infllm_v2 import CompressedKeyCache, infllm_v2_attention
+from mixarch.plugins import get_host
+from mixarch.testing.compare import assert_close_rel
+from mixarch.testing.conformance import Case
+from mixarch.testing.conformance.infllm_v2 import check_selection
+from mixarch.testing.strategies import seeded_randn
+
+CUDA = torch.cuda.is_available()
+pytestmark = [
+    pytest.mark.skipif(not (CUDA or interpreting()), reason="needs CUDA or TRITON_INTERPRET=1"),
+    pytest.mark.filterwarnings("ignore:divide by zero encountered in log2:RuntimeWarning"),  # interpreter, log2(0)
+]
+DEVICE = "cuda" if CUDA else "cpu"
+TRITON = "infllm_v2_select=triton,infllm_v2_sparse_attention=triton"
+REFERENCE = "infllm_v2_select=reference,infllm_v2_sparse_attention=reference"
+# tiny SALA-like geometry: block 4 * stride, C1 window 2 * stride, sparse from the first key
+GEO = dict(block_size=8, kernel_size=4, kernel_stride=2, init_blocks=1, local_blocks=1, topk=3, dense_len=0)
+
+
+def _qkv(t: int, hkv: int, group: int, d: int, seed: int, t_q: int | None = None):
+    t_q = t if t_q is None else t_q
+    return (seeded_randn((1, t_q, hkv * group, d), seed, device=DEVICE),
+            seeded_randn((1, t, hkv, d), seed + 1, device=DEVICE),
+            seeded_randn((1, t, hkv, d), seed + 2, device=DEVICE))
+
+
+def _run(monkeypatch, kernels: str, q, k, v, **kw):
+    monkeypatch.setenv(KERNELS_ENV, kernels)
+    return infllm_v2_attention(q, k, v, return_indices=True, **GEO, **kw)
+
+
+def _same_selection(got: torch.Tensor, want: torch.Tensor, q, k, exact: bool) -> None:
+    """Equal indices up to near-ties (the conformance check, on the op's own compressed keys)."""
+    from mixarch.ops.infllm_v2 import C2_FACTOR, compress_keys
+
+    ks, st = GEO["kernel_size"], GEO["kernel_stride"]
+    c2 = None if exact else compress_keys(k, C2_FACTOR * ks, C2_FACTOR * st)
+    kw = {n: GEO[n] for n in ("block_size", "kernel_size", "kernel_stride", "init_blocks", "local_blocks")}
+    case = Case(args=(q, compress_keys(k, ks, st), c2, k.shape[1]),
+                kwargs=dict(**kw, scale=q.shape[-1] ** -0.5, exact_normalizer=exact))
+    check_selection(case, {"indices": got}, {"indices": want})
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_attention_matches_reference(monkeypatch, exact):
+    """Stage 1 + selection + stage 2 through the dispatcher: outputs and gradients of q, k, v."""
+    q, k, v = _qkv(40, 2, 2, 16, seed=7)
+    outs = {}
+    for name, kernels in (("triton", TRITON), ("reference", REFERENCE)):
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        o, idx = _run(monkeypatch, kernels, *leaves, exact_normalizer=exact)
+        (o * torch.linspace(-1, 1, o.numel(), device=DEVICE).view_as(o)).sum().backward()
+        outs[name] = (o, idx, [x.grad for x in leaves])
+    (o, idx, grads), (o_ref, idx_ref, grads_ref) = outs["triton"], outs["reference"]
+    _same_selection(idx, idx_ref, q, k, exact)
+    torch.testing.assert_close(o, o_ref, rtol=1e-4, atol=1e-5)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_prefill_and_decode_match_prefill(monkeypatch):
+    """Later queries against a longer cache (Tq < Tk, split kernels for Tq = 1) equal the prefill's rows."""
+    t = 45
+    q, k, v = _qkv(t, 2, 2, 16, seed=11)
+    monkeypatch.setenv(KERNELS_ENV, REFERENCE)
+    full, idx_full = infllm_v2_attention(q, k, v, exact_normalizer=False, return_indices=True, **GEO)
+    monkeypatch.setenv(KERNELS_ENV, TRITON)
+    for start in (30, 44):  # a chunk of 15 queries, then one decode step
+        cache = CompressedKeyCache.from_keys(k, kernel_size=GEO["kernel_size"], kernel_stride=GEO["kernel_stride"])
+        o, idx = infllm_v2_attention(q[:, start:], k, v, exact_normalizer=False, return_indices=True,
+                                     compressed_k=cache.c1, compressed_k2=cache.c2, **GEO)
+        _same_selection(idx, idx_full[:, :, start:], q[:, start:], k, exact=False)
+        torch.testing.assert_close(o, full[:, start:], rtol=1e-4, atol=1e-5)
+
+
+def test_group_of_16_heads(monkeypatch):
+    """SALA's G = 16: the group's heads fill the 16-row tile exactly."""
+    q, k, v = _qkv(24, 1, 16, 16, seed=3)
+    o, idx = _run(monkeypatch, TRITON, q, k, v, exact_normalizer=False)
+    o_ref, idx_ref = _run(monkeypatch, REFERENCE, q, k, v, exact_normalizer=False)
+    _same_selection(idx, idx_ref, q, k, exact=False)
+    torch.testing.assert_close(o, o_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_slot_order_does_not_matter(monkeypatch):
+    """Indices in any order, -1 padding anywhere (the kernels skip trailing padding only when it is trailing)."""
+    from mixarch.kernels.triton.infllm_v2.sparse import triton_sparse_block_attention
+
+    q, k, v = _qkv(40, 2, 2, 16, seed=9)
+    _, idx = _run(monkeypatch, REFERENCE, q, k, v, exact_normalizer=True)
+    shuffled = idx[..., torch.randperm(idx.shape[-1], generator=torch.Generator().manual_seed(0)).to(idx.device)]
+    assert ((shuffled[..., :-1] < 0) & (shuffled[..., 1:] >= 0)).any()  # some padding before a valid slot
+    torch.testing.assert_close(triton_sparse_block_attention(q, k, v, shuffled, block_size=8),
+                               triton_sparse_block_attention(q, k, v, idx, block_size=8), rtol=1e-5, atol=1e-6)
+
+
+def test_single_key_gradients_vanish():
+    """One key: o = v, so dq and dk vanish (to rounding: delta = rowsum(o * do)) and dv = sum of do."""
+    from mixarch.kernels.triton.infllm_v2.sparse import triton_sparse_block_attention
+
+    q, k, v = (x.requires_grad_() for x in _qkv(1, 1, 3, 16, seed=5))
+    o = triton_sparse_block_attention(q, k, v, torch.zeros((1, 1, 1, 1), dtype=torch.int64, device=DEVICE),
+                                      block_size=4)
+    do = torch.randn_like(o)
+    o.backward(do)
+    torch.testing.assert_close(o, v.expand_as(o))
+    assert q.grad.abs().max() < 1e-6 and k.grad.abs().max() < 1e-6
+    torch.testing.assert_close(v.grad, do.sum(2, keepdim=True))
+
+
+def test_unsupported_inputs_fall_through_to_the_reference():
+    def takes(op, *args, **kwargs) -> bool:  # would the Triton backend take these inputs?
+        return get_host().kernels.get(op, "triton").supports(*args, **kwargs)
+
+    q, k, v = _qkv(16, 1, 2, 16, seed=1)
+    idx = torch.zeros((1, 1, 16, 1), dtype=torch.int64, device=DEVICE)
+    assert takes("infllm_v2_sparse_attention", q, k, v, idx, block_size=8)
+    assert not takes("infllm_v2_sparse_attention", q.double(), k.double(), v.double(), idx, block_size=8)
+    assert choose("infllm_v2_sparse_attention", q.double(), k.double(), v.double(), idx,
+                  block_size=8).backend == "reference"
+    c1 = k[:, :7]
+    kw = dict(block_size=12, kernel_size=4, kernel_stride=4, init_blocks=1, local_blocks=1, topk=2, scale=0.25,
+              exact_normalizer=True)
+    assert not takes("infllm_v2_select", q, c1, None, 16, **kw)  # 12 / 4 blocks: not a power of two
+    assert choose("infllm_v2_select", q, c1, None, 16, **kw).backend == "reference"
+    assert takes("infllm_v2_select", q, c1, None, 16, **{**kw, "block_size": 16})
+    # by default Triton runs on CUDA only; CPU tensors take it when forced (under the interpreter)
+    expected = "triton" if CUDA else "reference"
+    assert choose("infllm_v2_select", q, c1, None, 16, **{**kw, "block_size": 16}).backend == expected
+
+
+@pytest.mark.skipif(not CUDA, reason="torch.compile of Triton ops needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_compiles_without_graph_breaks(monkeypatch, dtype):
+    # compile traces the ops' torch.empty calls: the NaN-poisoning fill would be an in-place op in the graph
+    for owner, name in ((torch, "empty"), (torch, "empty_like"), (torch.Tensor, "new_empty")):
+        monkeypatch.setattr(owner, name, getattr(getattr(owner, name), "__wrapped__", getattr(owner, name)))
+    from mixarch.kernels.triton.infllm_v2.select import triton_infllm_v2_select
+    from mixarch.kernels.triton.infllm_v2.sparse import triton_sparse_block_attention
+    from mixarch.ops.infllm_v2 import C2_FACTOR, compress_keys
+
+    def layer(q, k, v):
+        c1, c2 = compress_keys(k, 32, 16), compress_keys(k, 32 * C2_FACTOR, 16 * C2_FACTOR)
+        idx = triton_infllm_v2_select(q, c1, c2, k.shape[1], block_size=64, kernel_size=32, kernel_stride=16,
+                                      init_blocks=1, local_blocks=2, topk=6, scale=0.125, exact_normalizer=False)
+        return triton_sparse_block_attention(q, k, v, idx, block_size=64, scale=0.125)
+
+    q, k, v = (x.to(dtype).requires_grad_() for x in _qkv(1000, 2, 16, 64, seed=2))
+    eager = layer(q, k, v)
+    compiled = torch.compile(layer, fullgraph=True)(q, k, v)
+    assert_close_rel("compiled", eager.float(), compiled.float(), 1e-6 if dtype == torch.float32 else 1e-2)
+    compiled.float().square().sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v))

@@ -1,0 +1,185 @@
+"""Triton Lightning kernels, beyond the conformance suite: varlen with empty and length-1 sequences, initial-
+and final-state gradients, chunk and segment boundaries, the decode step, prefill + decode, dispatch fallbacks
+and ``torch.compile(fullgraph=True)``.
+
+On a CPU machine these run only under ``TRITON_INTERPRET=1`` (set before Python starts), fp32 and tiny shapes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("Triton kernels need CUDA, or TRITON_INTERPRET=1 on the CPU", allow_module_level=True)
+pytest.importorskip("triton")
+
+from mixarch.errors import MixarchError  # noqa: E402
+from mixarch.kernels.dispatch import KERNELS_ENV, choose  # noqa: E402
+from mixarch.kernels.triton.lightning import op  # noqa: E402
+from mixarch.kernels.triton.lightning.chunk import CHUNK, chunk_bwd, chunk_fwd  # noqa: E402
+from mixarch.ops.lightning import (  # noqa: E402
+    alibi_slopes,
+    lightning_attention,
+    lightning_step,
+    naive_lightning_attention,
+    reference_lightning_step,
+)
+from mixarch.plugins import get_host  # noqa: E402
+from mixarch.testing.compare import assert_close, assert_close_rel  # noqa: E402
+from mixarch.testing.strategies import cu_seqlens_from, seeded_randn  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+DTYPES = [torch.float32, torch.bfloat16, torch.float16] if CUDA else [torch.float32]
+
+
+def _inputs(b, t, h, dk, dv, n_states, seed, dtype=torch.float32, strength=1.0):
+    q, k = (seeded_randn((b, t, h, dk), seed + i, dtype=dtype, device=DEVICE) for i in (0, 1))
+    v = seeded_randn((b, t, h, dv), seed + 2, dtype=dtype, device=DEVICE)
+    h0 = seeded_randn((n_states, h, dk, dv), seed + 3, device=DEVICE)
+    return q, k, v, (alibi_slopes(h) * strength).to(DEVICE), h0
+
+
+def _check(name, ref, out, dtype):
+    if dtype == torch.float32:
+        assert_close(name, ref, out.double(), rtol=2e-5, atol=2e-5 * ref.abs().max().item())
+    else:
+        assert_close_rel(name, ref, out.double())
+
+
+def _reference_grads(q, k, v, decay, h0, cu_seqlens, do, dht):
+    """fp64 naive reference: o, final state and the gradients of (o * do + ht * dht).sum() w.r.t. q, k, v, h0."""
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v, h0)]
+    o, ht = naive_lightning_attention(*leaves[:3], decay, initial_state=leaves[3], output_final_state=True,
+                                      cu_seqlens=cu_seqlens)
+    grads = torch.autograd.grad((o * do.double()).sum() + (ht * dht.double()).sum(), leaves)
+    return o.detach(), ht.detach(), grads
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("lengths", [[1, 1, 1], [0, 5, 1, 0, 30], [1, 2 * CHUNK + 1, 1], [3 * CHUNK]])
+def test_varlen_outputs_states_and_state_gradients(lengths, dtype):
+    """Packed sequences (empty and length-1 included): o, final states and dq, dk, dv, dh0 against the fp64
+    reference, with random upstream gradients for o and the final state."""
+    t, h = sum(lengths), 2
+    q, k, v, decay, h0 = _inputs(1, t, h, 16, 32, len(lengths), seed=t, dtype=dtype, strength=0.5)
+    cu = cu_seqlens_from(lengths).to(DEVICE)
+    leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
+    o, ht = op.lightning_attention(*leaves[:3], decay, initial_state=leaves[3], output_final_state=True,
+                                   cu_seqlens=cu)
+    do, dht = seeded_randn(o.shape, 7, device=DEVICE).to(dtype), seeded_randn(ht.shape, 8, device=DEVICE)
+    grads = torch.autograd.grad((o.double() * do.double()).sum() + (ht * dht).sum(), leaves)
+    ro, rht, rgrads = _reference_grads(q, k, v, decay, h0, cu, do, dht)
+    _check("o", ro, o, dtype)
+    _check("final state", rht, ht, torch.float32)
+    for name, r, g in zip(("dq", "dk", "dv", "dh0"), rgrads, grads):
+        _check(name, r, g, dtype if name != "dh0" else torch.float32)
+
+
+@pytest.mark.parametrize("t", [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK - 1, 2 * CHUNK, 2 * CHUNK + 1, 4 * CHUNK + 3])
+def test_chunk_and_segment_boundaries(t):
+    """Segments of two chunks: every way T can fall around a chunk or segment edge, forward and backward."""
+    b, h, scale = 2, 2, 0.3
+    q, k, v, decay, h0 = _inputs(b, t, h, 16, 16, b, seed=3 * t)
+    o, ht, enter = chunk_fwd(q, k, v, decay, h0, None, scale, CHUNK, 2 * CHUNK)
+    do, dht = seeded_randn(o.shape, 5, device=DEVICE), seeded_randn(ht.shape, 6, device=DEVICE)
+    grads = chunk_bwd(q, k, v, decay, enter, do, dht, None, scale, CHUNK, 2 * CHUNK)
+    leaves = [x.double().requires_grad_() for x in (q, k, v, h0)]
+    ro, rht = naive_lightning_attention(*leaves[:3], decay, scale=scale, initial_state=leaves[3],
+                                        output_final_state=True)
+    rgrads = torch.autograd.grad((ro * do.double()).sum() + (rht * dht.double()).sum(), leaves)
+    for name, r, g in zip(("o", "final state", "dq", "dk", "dv", "dh0"), (ro, rht, *rgrads), (o, ht, *grads)):
+        _check(f"T={t} {name}", r.detach(), g, torch.float32)
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+def test_decode_step_matches_reference(with_state):
+    q, k, v, decay, state = _inputs(3, 1, 2, 16, 32, 3, seed=11)
+    state = state if with_state else None
+    o, new_state = op.lightning_step(q, k, v, decay, state)
+    ro, rstate = reference_lightning_step(q.double(), k.double(), v.double(), decay,
+                                          None if state is None else state.double())
+    _check("o", ro, o, torch.float32)
+    _check("state", rstate, new_state, torch.float32)
+
+
+def test_prefill_then_decode_equals_full_forward():
+    t, steps = 2 * CHUNK + 3, 3
+    q, k, v, decay, _ = _inputs(2, t + steps, 2, 16, 16, 2, seed=21)
+    o_full, ht_full = op.lightning_attention(q, k, v, decay, output_final_state=True)
+    _, state = op.lightning_attention(q[:, :t], k[:, :t], v[:, :t], decay, output_final_state=True)
+    outs = []
+    for i in range(t, t + steps):
+        o_i, state = op.lightning_step(q[:, i:i + 1], k[:, i:i + 1], v[:, i:i + 1], decay, state)
+        outs.append(o_i)
+    assert_close("decoded o", o_full[:, t:], torch.cat(outs, dim=1), rtol=1e-5, atol=1e-5)
+    assert_close("state", ht_full, state, rtol=1e-5, atol=1e-5)
+
+
+def test_single_token_takes_the_step_kernel_without_gradients():
+    q, k, v, decay, h0 = _inputs(2, 1, 2, 16, 16, 2, seed=31)
+    ref = naive_lightning_attention(q.double(), k.double(), v.double(), decay, initial_state=h0.double(),
+                                    output_final_state=True)
+    with torch.no_grad():
+        fast = op.lightning_attention(q, k, v, decay, initial_state=h0, output_final_state=True)
+    q.requires_grad_()
+    chunked = op.lightning_attention(q, k, v, decay, initial_state=h0, output_final_state=True)
+    for got in (fast, chunked):
+        _check("o", ref[0], got[0], torch.float32)
+        _check("state", ref[1], got[1], torch.float32)
+
+
+def test_dispatch_prefers_triton_on_cuda_and_falls_back_to_the_reference():
+    q, k, v, decay, _ = _inputs(1, 8, 2, 16, 16, 1, seed=41)
+    assert choose("lightning_attention", q, k, v, decay).backend == ("triton" if CUDA else "reference")
+    assert choose("lightning_step", q[:, :1], k[:, :1], v[:, :1], decay, None).backend == (
+        "triton" if CUDA else "reference")
+    wide = torch.randn(1, 8, 2, 2 * op.MAX_HEAD_DIM, device=DEVICE)
+    for args in ((q.double(), k.double(), v.double(), decay),  # fp64
+                 (wide, wide, v, decay),  # Dk > 128
+                 (q, k, v, decay.clone().requires_grad_())):  # a learnable decay
+        assert choose("lightning_attention", *args).backend == "reference"
+        assert op.unsupported_attention(*args) is not None
+
+
+def test_unsupported_inputs_are_reported(monkeypatch):
+    q, k, v, decay, _ = _inputs(1, 8, 2, 16, 16, 1, seed=51)
+    with pytest.raises(MixarchError, match=r"lightning_attention\[triton\].*dtypes"):  # called directly
+        op.lightning_attention(q.double(), k.double(), v.double(), decay)
+    with pytest.raises(MixarchError, match="one token"):
+        op.lightning_step(q, k, v, decay, None)
+    monkeypatch.setenv(KERNELS_ENV, "triton")
+    with pytest.raises(MixarchError, match="does not support these inputs"):  # forced, through the dispatcher
+        lightning_attention(q.double(), k.double(), v.double(), decay)
+    with pytest.raises(ValueError, match="decay must be finite and >= 0"):  # the reference's validation
+        lightning_attention(q, k, v, -decay)
+
+
+def test_compile_fullgraph_through_the_public_ops(monkeypatch):
+    """One graph through the dispatcher and the custom ops, forward and backward, and the decode step."""
+    monkeypatch.setenv(KERNELS_ENV, "triton")
+    get_host()  # the plugin host is built eagerly, outside the traced region
+    q, k, v, decay, h0 = _inputs(1, CHUNK + 5, 2, 16, 16, 2, seed=61)
+    cu = torch.tensor([0, 3, CHUNK + 5], dtype=torch.int32, device=DEVICE)
+
+    def loss(q, k, v, h0):
+        o, ht = lightning_attention(q, k, v, decay, initial_state=h0, output_final_state=True, cu_seqlens=cu)
+        return (o * o).sum() + ht.sum()
+
+    def step(q, k, v, state):
+        return lightning_step(q, k, v, decay, state)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, backend="eager", fullgraph=True)
+    eager_leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
+    compiled_leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
+    want = torch.autograd.grad(loss(*eager_leaves), eager_leaves)
+    got = torch.autograd.grad(compiled(*compiled_leaves), compiled_leaves)
+    for name, w, g in zip(("dq", "dk", "dv", "dh0"), want, got):
+        assert_close(name, w, g, rtol=1e-6, atol=1e-6)
+    one = [x[:, :1] for x in (q, k, v)]
+    for w, g in zip(step(*one, h0[:1]), torch.compile(step, backend="eager", fullgraph=True)(*one, h0[:1])):
+        assert_close("step", w, g, rtol=1e-6, atol=1e-6)
