@@ -15,9 +15,9 @@ from torch import nn
 
 from mixarch.hookspecs import hookimpl
 from mixarch.mixers.attention import AttentionParams, kv_bytes_per_token
+from mixarch.mixers.heads import ProjectedHeads
 from mixarch.model.cache import LayerCache
 from mixarch.model.context import LayerContext
-from mixarch.nn.norm import RMSNorm
 from mixarch.ops.infllm_v2 import infllm_v2_attention
 from mixarch.ops.infllm_v2.compress import C2_FACTOR, compress_keys, num_compressed
 from mixarch.registry import CacheSpec, Dims
@@ -74,21 +74,13 @@ def extend_compressed(cache: LayerCache, slot: str, keys: torch.Tensor, size: in
     return old
 
 
-class InfLLMV2Attention(nn.Module):
+class InfLLMV2Attention(ProjectedHeads):
     """``forward(x [B, T, D], *, positions [B, T], cache, cu_seqlens) -> [B, T, D]``."""
 
     def __init__(self, params: InfLLMV2Params, ctx: LayerContext, positional: nn.Module):
-        super().__init__()
-        d, h, hkv, hd = ctx.d_model, params.n_heads, params.n_kv_heads, params.head_dim
-        self.params, self.n_heads, self.n_kv_heads, self.head_dim = params, h, hkv, hd
-        self.q_proj = nn.Linear(d, h * hd, bias=params.bias)
-        self.k_proj = nn.Linear(d, hkv * hd, bias=params.bias)
-        self.v_proj = nn.Linear(d, hkv * hd, bias=params.bias)
-        self.o_proj = nn.Linear(h * hd, d, bias=False)
-        self.q_norm = RMSNorm(hd, ctx.norm_eps) if params.qk_norm else None
-        self.k_norm = RMSNorm(hd, ctx.norm_eps) if params.qk_norm else None
-        self.g_proj = nn.Linear(d, h * hd, bias=False) if params.output_gate else None
-        self.positional = positional
+        super().__init__(params, ctx, positional)
+        self.params = params
+        self.g_proj = nn.Linear(ctx.d_model, self.n_heads * self.head_dim, bias=False) if params.output_gate else None
 
     def attend(self, q, k, v, **compressed) -> torch.Tensor:
         p = self.params
@@ -112,12 +104,7 @@ class InfLLMV2Attention(nn.Module):
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor, cache: LayerCache | None = None,
                 cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.positional(q, k, positions)
+        q, k, v = self.project(x, positions)
         if cache is not None and cache.pad is not None and bool((cache.pad > 0).any()):
             o = self.attend_padded(q, *cache.append_kv(k, v), cache)
         elif cache is not None:

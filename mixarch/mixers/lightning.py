@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, model_validator
+from pydantic import Field, PositiveInt
 from torch import nn
 
 from mixarch.hookspecs import hookimpl
+from mixarch.mixers.heads import HeadParams, ProjectedHeads
 from mixarch.model.cache import LayerCache
 from mixarch.model.context import LayerContext
 from mixarch.nn.norm import RMSNorm
@@ -22,13 +23,9 @@ from mixarch.ops.lightning import alibi_slopes, lightning_attention
 from mixarch.registry import CacheSpec, Dims
 
 
-class LightningParams(BaseModel):
-    """Parameters of a Lightning layer; ``head_dim`` defaults to ``d_model // n_heads``."""
+class LightningParams(HeadParams):
+    """Parameters of a Lightning layer (heads as :class:`HeadParams`; KV heads un-shared by default)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    n_heads: PositiveInt
-    n_kv_heads: PositiveInt | None = Field(None, description="key/value heads; default n_heads (un-shared)")
-    head_dim: PositiveInt | None = None
     qk_norm: bool = Field(True, description="per-head RMSNorm on queries and keys")
     output_norm: bool = Field(True, description="RMSNorm over all heads of the attention output")
     output_gate: bool = Field(True, description="sigmoid output gate o * sigmoid(x W_z)")
@@ -36,23 +33,6 @@ class LightningParams(BaseModel):
         "alibi", description="alibi: s_h = ALiBi slope (SALA, HypeNet); alibi_layer_scaled: MiniMax-01's "
                              "s_h * (1 - l / (L - 1) + 1e-5)")
     chunk_size: PositiveInt = Field(64, description="block size of the chunked form")
-    bias: bool = False
-
-    @model_validator(mode="after")
-    def _complete(self, info: ValidationInfo):
-        n_kv = self.n_kv_heads or self.n_heads
-        if self.n_heads % n_kv:
-            raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({n_kv})")
-        dims = (info.context or {}).get("dims") if info is not None else None
-        head_dim = self.head_dim
-        if head_dim is None and dims is not None:
-            if dims.d_model % self.n_heads:
-                raise ValueError(f"d_model ({dims.d_model}) is not divisible by n_heads ({self.n_heads}); "
-                                 f"set head_dim")
-            head_dim = dims.d_model // self.n_heads
-        object.__setattr__(self, "n_kv_heads", n_kv)
-        object.__setattr__(self, "head_dim", head_dim)
-        return self
 
 
 def state_bytes(params: LightningParams, dims: Dims) -> int:
@@ -74,33 +54,29 @@ def decay_slopes(params: LightningParams, ctx: LayerContext) -> torch.Tensor:
     return slopes
 
 
-class LightningAttention(nn.Module):
+class LightningAttention(ProjectedHeads):
     """``forward(x [B, T, D], *, positions [B, T], cache, cu_seqlens) -> [B, T, D]``."""
 
     def __init__(self, params: LightningParams, ctx: LayerContext, positional: nn.Module):
-        super().__init__()
-        d, h, hkv, hd = ctx.d_model, params.n_heads, params.n_kv_heads, params.head_dim
-        self.n_heads, self.n_kv_heads, self.head_dim, self.chunk_size = h, hkv, hd, params.chunk_size
-        self.q_proj = nn.Linear(d, h * hd, bias=params.bias)
-        self.k_proj = nn.Linear(d, hkv * hd, bias=params.bias)
-        self.v_proj = nn.Linear(d, hkv * hd, bias=params.bias)
-        self.o_proj = nn.Linear(h * hd, d, bias=False)
-        self.q_norm = RMSNorm(hd, ctx.norm_eps) if params.qk_norm else None
-        self.k_norm = RMSNorm(hd, ctx.norm_eps) if params.qk_norm else None
-        self.o_norm = RMSNorm(h * hd, ctx.norm_eps) if params.output_norm else None
-        self.z_proj = nn.Linear(d, h * hd, bias=False) if params.output_gate else None
-        self.positional = positional
-        self.slopes = decay_slopes(params, ctx).tolist()  # plain floats: nothing to materialize after meta init
+        super().__init__(params, ctx, positional)
+        inner = self.n_heads * self.head_dim
+        self.chunk_size = params.chunk_size
+        self.o_norm = RMSNorm(inner, ctx.norm_eps) if params.output_norm else None
+        self.z_proj = nn.Linear(ctx.d_model, inner, bias=False) if params.output_gate else None
+        # plain floats, not a buffer: nothing to materialize after meta init, and model.to(bf16) cannot round them
+        self.slopes = decay_slopes(params, ctx).tolist()
+        self._decay: dict[torch.device, torch.Tensor] = {}  # fp32 [H] per device, built once
+
+    def decay(self, device: torch.device) -> torch.Tensor:
+        """The per-head slopes ``s_h`` as an fp32 ``[H]`` tensor on ``device``."""
+        if device not in self._decay:
+            self._decay[device] = torch.tensor(self.slopes, dtype=torch.float32, device=device)
+        return self._decay[device]
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor, cache: LayerCache | None = None,
                 cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.positional(q, k, positions)
+        q, k, v = self.project(x, positions)
         pad = cache.is_pad(t) if cache is not None else None
         if pad is not None:  # padding tokens add nothing to the state (which starts at zero before them)
             k = k.masked_fill(pad[..., None, None], 0.0)
@@ -109,9 +85,8 @@ class LightningAttention(nn.Module):
             group = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        decay = torch.tensor(self.slopes, dtype=torch.float32, device=x.device)
         state = cache.state if cache is not None else None
-        o, state = lightning_attention(q.to(acc), k.to(acc), v.to(acc), decay, initial_state=state,
+        o, state = lightning_attention(q.to(acc), k.to(acc), v.to(acc), self.decay(x.device), initial_state=state,
                                        output_final_state=cache is not None, cu_seqlens=cu_seqlens,
                                        chunk_size=self.chunk_size)
         if cache is not None:
