@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "mixarch.mixers.sliding_window",
     "mixarch.mixers.lightning",
     "mixarch.mixers.infllm_v2",
+    "mixarch.mixers.short_conv",
     "mixarch.positional.rope",
     "mixarch.positional.hype",
     "mixarch.ffn.builtin",

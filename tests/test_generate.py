@@ -20,6 +20,7 @@ MIXERS = {
     "lightning": {"n_heads": 4},
     "infllm_v2": INFLLM,
     "gla": {"n_heads": 2},
+    "short_conv": {"kernel_size": 3},
 }
 HYBRIDS = ["blueprints/tiny.yaml", "blueprints/sala-tiny.yaml", "blueprints/hypenet-tiny.yaml",
            "blueprints/gla-hybrid-tiny.yaml"]
