@@ -83,3 +83,15 @@ def test_out_writes_artifacts_that_load(capsys, tmp_path):
     rep = build_json(capsys, str(tmp_path / "m" / "resolved.yaml"))
     assert rep["params"] == loaded.num_parameters()
     assert [la["role"] for la in rep["layers"]] == ["local", "attention", "local", "attention"]
+
+
+def test_changing_a_component_type_in_a_child_drops_the_base_params(capsys, tmp_path):
+    write_yaml(tmp_path / "base.yaml", tiny_blueprint())
+    write_yaml(tmp_path / "child.yaml", {"base": "base.yaml", "name": "child",
+                                         "roles": {"local": {"mixer": {"type": "short_conv",
+                                                                       "params": {"kernel_size": 3}}}}})
+    rep = build_json(capsys, str(tmp_path / "child.yaml"))
+    local = [la for la in rep["layers"] if la["role"] == "local"][0]
+    assert local["mixer"] == "short_conv" and local["mixer_params"] == {"kernel_size": 3, "gate": True}
+    full = [la for la in rep["layers"] if la["role"] == "full"][0]
+    assert full["mixer_params"]["n_kv_heads"] == 2  # same type: params still merge

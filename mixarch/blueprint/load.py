@@ -83,9 +83,23 @@ def _load_chain(path: Path, provenance: Provenance, stack: tuple[Path, ...]) -> 
         merged = _load_chain(base_path, provenance, (*stack, resolved))
     provenance.record(data, str(path))
     try:
-        return OmegaConf.merge(merged, OmegaConf.create(data))
+        base_data = OmegaConf.to_container(merged, resolve=False)
+        _drop_params_of_retyped(base_data, data)
+        return OmegaConf.merge(OmegaConf.create(base_data), OmegaConf.create(data))
     except OmegaConfBaseException as err:
         raise BlueprintError(f"cannot merge onto base {base}: {err}", source=str(path)) from None
+
+
+def _drop_params_of_retyped(base: dict, child: dict) -> None:
+    """Where ``child`` gives a component another ``type`` than ``base`` does, the base's ``params`` belonged to
+    the old type: drop them instead of merging them into the new type's (in place, in ``base``)."""
+    for key, value in child.items():
+        old = base.get(key)
+        if not (isinstance(value, dict) and isinstance(old, dict)):
+            continue
+        if "type" in value and "type" in old and value["type"] != old["type"]:
+            old.pop("params", None)
+        _drop_params_of_retyped(old, value)
 
 
 def _apply_overrides(cfg: DictConfig, overrides: Sequence[str], provenance: Provenance) -> DictConfig:
