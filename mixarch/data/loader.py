@@ -86,3 +86,20 @@ def make_loader(ds: SegmentDataset, trainer, batch_size: int, *, train: bool, se
     cls = ResumableLoader if train else DataLoader
     return cls(ds, batch_size=batch_size, sampler=sampler, drop_last=train, num_workers=num_workers,
                persistent_workers=num_workers > 0)
+
+
+class SplitLoaders:
+    """The four ``*_dataloader`` hooks of a LightningDataModule, over ``self.datasets[split]`` via
+    ``self._loader(split, train)`` (predict uses the test split)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -9,11 +9,10 @@ The haystack is i.i.d. noise tokens; ``num_needles`` needles ``NEEDLE key SEP va
 from __future__ import annotations
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from mixarch.data.passkey import answer_block, insert_needles
-from mixarch.data.segment import IGNORE_INDEX, Segment, sample_without_replacement
+from mixarch.data.passkey import answer_block, depth_segment, grid, insert_needles
+from mixarch.data.segment import Segment, sample_without_replacement
 from mixarch.data.synthetic import SyntheticDataModule, splits
 
 NEEDLE, SEP, QUERY, FIRST = 1, 2, 3, 4
@@ -54,16 +53,7 @@ def generate(split: NIAHSplit, vocab_size: int, seed: int, num_needles: int = 1,
     haystack = FIRST + rng.integers(0, tokens, (n, hay_len))
     starts = np.concatenate([np.full((n, 1), round(split.depth * hay_len)),
                              rng.integers(0, hay_len + 1, (n, m - 1))], axis=1)
-    body = insert_needles(haystack, needles, starts)
-    inputs = np.concatenate([body, tail_inputs], axis=1)
-    labels = np.concatenate([np.full(body.shape, IGNORE_INDEX), tail_labels], axis=1)
-    slices = {"depth_pct": torch.full((n,), round(100 * split.depth)), "seq_len": torch.full((n,), t)}
-    return Segment(torch.from_numpy(inputs), torch.from_numpy(labels), slices)
-
-
-def grid(seq_lens: list[int], depths: list[float], num_examples: int) -> tuple[dict, ...]:
-    """Groups for every length and depth (plain dicts, so that LightningCLI can print the defaults)."""
-    return tuple({"seq_len": t, "depth": d, "num_examples": num_examples} for t in seq_lens for d in depths)
+    return depth_segment(insert_needles(haystack, needles, starts), tail_inputs, tail_labels, split.depth)
 
 
 DEFAULT_TRAIN = grid([128], [i / 10 for i in range(11)], 1000)

@@ -74,10 +74,15 @@ def generate(split: PasskeySplit, vocab_size: int, seed: int, key_len: int = 5, 
     offset = rng.integers(0, filler_len, size=(n, 1))  # where in the sentence the haystack begins
     haystack = sentence[(offset + np.arange(hay_len)) % filler_len]
     starts = np.full((n, 1), round(split.depth * hay_len))
-    body = insert_needles(haystack, needle[:, None], starts)
+    return depth_segment(insert_needles(haystack, needle[:, None], starts), tail_inputs, tail_labels, split.depth)
+
+
+def depth_segment(body: np.ndarray, tail_inputs: np.ndarray, tail_labels: np.ndarray, depth: float) -> Segment:
+    """``body`` [N, Tb] (unlabeled) followed by the question/answer tail; slices ``depth_pct`` and ``seq_len``."""
+    n = body.shape[0]
     inputs = np.concatenate([body, tail_inputs], axis=1)
     labels = np.concatenate([np.full(body.shape, IGNORE_INDEX), tail_labels], axis=1)
-    slices = {"depth_pct": torch.full((n,), round(100 * split.depth)), "seq_len": torch.full((n,), t)}
+    slices = {"depth_pct": torch.full((n,), round(100 * depth)), "seq_len": torch.full((n,), inputs.shape[1])}
     return Segment(torch.from_numpy(inputs), torch.from_numpy(labels), slices)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel
 from torch.utils.data import DataLoader
 
-from mixarch.data.loader import SegmentDataset, make_loader
+from mixarch.data.loader import SegmentDataset, SplitLoaders, make_loader
 from mixarch.data.segment import Segment, concat
 from mixarch.errors import MixarchError
 
@@ -37,7 +37,7 @@ def splits(cls: type[BaseModel], train, val, test) -> dict[str, list]:
             for name, groups in (("train", train), ("val", val), ("test", test or val))}
 
 
-class SyntheticDataModule(pl.LightningDataModule):
+class SyntheticDataModule(SplitLoaders, pl.LightningDataModule):
     """Base of generated tasks: subclasses set ``splits`` (split -> groups) and implement :meth:`make`.
 
     ``vocab_size`` defaults to the model's; ``seed`` fixes every split (test differs from val).
@@ -79,15 +79,3 @@ class SyntheticDataModule(pl.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         return make_loader(self.datasets[split], self.trainer, self.batch_size if train else self.val_batch_size, train=train, seed=self.seed,
                            num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from mixarch.data.loader import SegmentDataset, make_loader
+from mixarch.data.loader import SegmentDataset, SplitLoaders, make_loader
 from mixarch.data.segment import Segment
 from mixarch.data.synthetic import model_vocab_size
 from mixarch.data.tokenizers import make_tokenizer
@@ -86,7 +86,7 @@ def pack(docs: list[list[int]], eos_id: int, seq_len: int) -> Segment:
     return Segment(inputs, labels)
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(SplitLoaders, pl.LightningDataModule):
     """Packed language-modeling rows from local files; ``tokenizer`` is ``byte`` or a tokenizer.json path.
     Without ``val_files`` the last ``val_fraction`` of the training rows is held out for validation (with
     ``val_fraction: 0``, or a single row, validation runs on the training rows)."""
@@ -138,12 +138,3 @@ class TextDataModule(pl.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         return make_loader(self.datasets[split], self.trainer, self.batch_size, train=train, seed=self.seed,
                            num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
