@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from pydantic import ConfigDict, ValidationError, create_model
 
@@ -138,7 +139,7 @@ def translate(argv: list[str]) -> list[str]:
 class MixarchCLI(LightningCLI):
     """LightningCLI with mixarch's defaults: the exporting checkpoint (``checkpoint.*``; none with
     ``--trainer.enable_checkpointing=false``), step-based training with periodic validation and gradient
-    clipping, CSV (+ TensorBoard) logs, seed 0, and bf16-mixed on GPUs."""
+    clipping, CSV (+ TensorBoard) logs, a rich progress bar, seed 0, and bf16-mixed on GPUs."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ExportCheckpoint, "checkpoint")
@@ -150,6 +151,9 @@ class MixarchCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
         if config.get("enable_checkpointing") is False:  # then the forced checkpoint callback must go
             callbacks = [c for c in callbacks if not isinstance(c, ExportCheckpoint)]
+        given = [*callbacks, *(config.get("callbacks") or [])]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, RichProgressBar()]  # rich instead of Lightning's default tqdm bar
         return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
