@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import re
+from collections.abc import Callable
 
 from mixarch.errors import MixarchError
 
@@ -47,3 +50,25 @@ def console():
     from rich.console import Console
 
     return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+
+
+def checked(convert: Callable[[str], float], ok: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """An argparse ``type``: ``convert`` the text, then require ``ok`` (error: "expected {expected}, got ...")."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = checked(int, lambda v: v >= 1, "a positive integer")
+non_negative_float = checked(float, lambda v: v >= 0, "a number >= 0")
+probability = checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+port_number = checked(int, lambda v: 1024 <= v <= 65535, "a port from 1024 to 65535")
+non_negative_seconds = checked(float, lambda v: 0 <= v < 60, "seconds in [0, 60)")

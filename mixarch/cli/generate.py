@@ -5,41 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
+from mixarch.cli.format import non_negative_float, positive_int, probability
+
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
 
 
 def add_model_args(p: argparse.ArgumentParser, devices: str = "cpu, cuda, cuda:N") -> None:

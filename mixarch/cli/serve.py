@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from mixarch.cli.generate import add_model_args, positive_int
+from mixarch.cli.format import non_negative_seconds, port_number, positive_int
+from mixarch.cli.generate import add_model_args
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
-
-
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1024 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1024 to 65535, got {text!r}")
-    return value
-
-
-def non_negative_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 60:
-        raise argparse.ArgumentTypeError(f"expected seconds in [0, 60), got {text!r}")
-    return value
 
 
 def add_parser(sub) -> None:
