@@ -29,12 +29,11 @@ import argparse
 import datetime
 import os
 import sys
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 import triton
-from triton.testing import do_bench
+from timing import graph_time_ms, time_ms  # bench/timing.py (scripts run from bench/)
 
 from mixarch.kernels import KERNELS_ENV, choose
 from mixarch.kernels.dispatch import call
@@ -71,23 +70,6 @@ def _fla():
     return fla.__version__, nsa
 
 
-def _time(fn: Callable[[], object], quick: bool) -> float:
-    """Median milliseconds per call."""
-    return do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 100, return_mode="median")
-
-
-def _graph_time(fn: Callable[[], object], quick: bool) -> float:
-    """Median milliseconds of one CUDA-graph replay of ``fn`` (warmed up eagerly first)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return _time(graph.replay, quick)
 
 
 def _inputs(t: int, t_q: int | None = None, seed: int = 0):
@@ -196,8 +178,8 @@ def _prefill_one(t: int, exact: bool, fla, ref_max: int, quick: bool) -> list[st
     times = {}
     for name, fn in fns.items():
         with torch.no_grad():
-            times[name, "fwd"] = _time(lambda fn=fn: fn(q, k, v), quick)
-        times[name, "fwd+bwd"] = _time(lambda fn=fn: torch.autograd.grad(fn(*leaves), leaves, do), quick)
+            times[name, "fwd"] = time_ms(lambda fn=fn: fn(q, k, v), quick)
+        times[name, "fwd+bwd"] = time_ms(lambda fn=fn: torch.autograd.grad(fn(*leaves), leaves, do), quick)
         torch.cuda.empty_cache()
     flops = {"stage 2": _sparse_flops(idx, t), "sdpa": 2.0 * HQ * D * t * t}
 
@@ -247,7 +229,7 @@ def decode(t: int, exact: bool, quick: bool) -> list[str]:
         floors = {"triton select + stage 2": _kv_bytes(SALA["topk"] * 64) + (c1.numel() + c2.numel()) * 2,
                   "triton stage 2 alone": _kv_bytes(SALA["topk"] * 64),
                   "sdpa (flash) over the whole cache": _kv_bytes(t)}
-        times = {name: (_time(fn, quick) * 1e3, _graph_time(fn, quick) * 1e3) for name, fn in fns.items()}
+        times = {name: (time_ms(fn, quick) * 1e3, graph_time_ms(fn, quick) * 1e3) for name, fn in fns.items()}
     sdpa = times["sdpa (flash) over the whole cache"][1]
     rows = []
     for name, (eager, graph) in times.items():

@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from collections.abc import Callable
 
 import torch
 import triton
-from triton.testing import do_bench
+from timing import graph_time_ms, time_ms  # bench/timing.py (scripts run from bench/)
 
 from mixarch.kernels.dispatch import choose
 from mixarch.ops.lightning import (
@@ -50,16 +49,12 @@ def _fla():
     return fla.__version__, chunk_simple_gla, fused_recurrent_simple_gla
 
 
-def _time(fn: Callable[[], object], quick: bool) -> float:
-    """Median milliseconds per call."""
-    return do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 100, return_mode="median")
-
 
 def _copy_bandwidth() -> float:
     """Device-to-device copy of 1 GiB, bytes read + written per second."""
     x = torch.empty(2**30, dtype=torch.uint8, device="cuda")
     y = torch.empty_like(x)
-    ms = _time(lambda: y.copy_(x), quick=False)
+    ms = time_ms(lambda: y.copy_(x), quick=False)
     return 2 * x.numel() / (ms * 1e-3)
 
 
@@ -134,8 +129,8 @@ def _prefill_row(t: int, fla, ref_max: int, bandwidth: float, quick: bool) -> st
     times = {}
     for name, fn in fns.items():
         with torch.no_grad():
-            times[name, "fwd"] = _time(lambda fn=fn: fn(q, k, v), quick)
-        times[name, "fwd+bwd"] = _time(_fwd_bwd(fn, q, k, v, do), quick)
+            times[name, "fwd"] = time_ms(lambda fn=fn: fn(q, k, v), quick)
+        times[name, "fwd+bwd"] = time_ms(_fwd_bwd(fn, q, k, v, do), quick)
         torch.cuda.empty_cache()
 
     def cell(name, what):
@@ -161,19 +156,6 @@ def prefill(lengths: list[int], fla, ref_max: int, bandwidth: float, quick: bool
     return rows
 
 
-def _graph_time(fn: Callable[[], object], quick: bool) -> float:
-    """Median milliseconds of one CUDA-graph replay of ``fn`` (warmed up eagerly first)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return _time(graph.replay, quick)
-
 
 def _decode_rows(b: int, fla, bandwidth: float, quick: bool) -> list[str]:
     q, k, v, decay = _inputs(1, b=b)
@@ -188,9 +170,9 @@ def _decode_rows(b: int, fla, bandwidth: float, quick: bool) -> list[str]:
     rows = []
     for name, fn in fns.items():
         with torch.no_grad():
-            eager = f"{_time(fn, quick) * 1e3:.1f}"
+            eager = f"{time_ms(fn, quick) * 1e3:.1f}"
             # the reference validates decay on the host (a sync), which a CUDA graph cannot capture
-            graph = "-" if name == "reference" else f"{_graph_time(fn, quick) * 1e3:.1f}"
+            graph = "-" if name == "reference" else f"{graph_time_ms(fn, quick) * 1e3:.1f}"
         rows.append(f"| {b} | {name} | {eager} | {graph} | {floor_us:.1f} |")
         print(rows[-1], flush=True)
     return rows

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,23 +187,17 @@ def _fields_at(cls: Any, loc: tuple[Any, ...]) -> list[str] | None:
     items = list(loc)
     while True:
         origin = typing.get_origin(tp)
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, types.UnionType):
             models = [a for a in typing.get_args(tp) if a is not type(None)]
             if len(models) != 1:
                 return None
             tp = models[0]
             continue
-        if origin is dict:
+        if origin in (dict, list):  # one location step for the key / index; the values' type is the last arg
             if not items:
                 return None
             items.pop(0)
-            tp = typing.get_args(tp)[1]
-            continue
-        if origin is list:
-            if not items:
-                return None
-            items.pop(0)
-            tp = typing.get_args(tp)[0]
+            tp = typing.get_args(tp)[-1]
             continue
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             if not items:

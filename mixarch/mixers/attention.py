@@ -58,15 +58,12 @@ class SoftmaxAttention(ProjectedHeads):
         return self.o_proj(o)
 
 
-def make_attention(params: AttentionParams, ctx: LayerContext, positional: nn.Module) -> SoftmaxAttention:
-    return SoftmaxAttention(params, ctx, positional)
-
 
 ATTENTION_CACHE = CacheSpec(holds=("key", "value"), bytes_per_token=kv_bytes_per_token, bytes_at=windowed_kv_bytes)
 
 
 @hookimpl
 def mixarch_register_mixers(register):
-    register("attention", make_attention, AttentionParams, family="softmax", cache=ATTENTION_CACHE,
+    register("attention", SoftmaxAttention, AttentionParams, family="softmax", cache=ATTENTION_CACHE,
              attention_kv_bytes_per_token=kv_bytes_per_token,
              description="causal softmax attention (SDPA, GQA, optional QK-norm, output gate, window)")

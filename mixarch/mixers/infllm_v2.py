@@ -124,13 +124,10 @@ class InfLLMV2Attention(ProjectedHeads):
         return self.o_proj(o)
 
 
-def make_infllm_v2(params: InfLLMV2Params, ctx: LayerContext, positional: nn.Module) -> InfLLMV2Attention:
-    return InfLLMV2Attention(params, ctx, positional)
-
 
 @hookimpl
 def mixarch_register_mixers(register):
-    register("infllm_v2", make_infllm_v2, InfLLMV2Params, family="sparse",
+    register("infllm_v2", InfLLMV2Attention, InfLLMV2Params, family="sparse",
              cache=CacheSpec(holds=("key", "value", "compressed_k", "compressed_k2"),
                              bytes_per_token=kv_bytes_per_token, bytes_at=cache_bytes),
              attention_kv_bytes_per_token=kv_bytes_per_token,

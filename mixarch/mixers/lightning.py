@@ -99,13 +99,10 @@ class LightningAttention(ProjectedHeads):
         return self.o_proj(o.to(x.dtype))
 
 
-def make_lightning(params: LightningParams, ctx: LayerContext, positional: nn.Module) -> LightningAttention:
-    return LightningAttention(params, ctx, positional)
-
 
 @hookimpl
 def mixarch_register_mixers(register):
-    register("lightning", make_lightning, LightningParams, family="linear",
+    register("lightning", LightningAttention, LightningParams, family="linear",
              cache=CacheSpec(holds=("state",), fixed_bytes=state_bytes),
              attention_kv_bytes_per_token=attention_kv_bytes,
              description="Lightning attention (SALA/HypeNet linear layer: QK-norm, decay, output norm + gate)")

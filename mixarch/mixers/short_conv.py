@@ -79,12 +79,9 @@ class ShortConv(nn.Module):
         return self.o_proj(y)
 
 
-def make_short_conv(params: ShortConvParams, ctx: LayerContext, positional: nn.Module) -> ShortConv:
-    return ShortConv(params, ctx, positional)
-
 
 @hookimpl
 def mixarch_register_mixers(register):
-    register("short_conv", make_short_conv, ShortConvParams, family="conv",
+    register("short_conv", ShortConv, ShortConvParams, family="conv",
              cache=CacheSpec(holds=("conv_tail",), fixed_bytes=tail_bytes),
              description="gated causal depthwise short convolution (zoology's BaseConv)")

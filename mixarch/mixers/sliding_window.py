@@ -17,13 +17,10 @@ class SlidingWindowParams(AttentionParams):
     window: PositiveInt = Field(description="keys visible per query, its own included")
 
 
-def make_sliding_window(params: SlidingWindowParams, ctx, positional) -> SoftmaxAttention:
-    return SoftmaxAttention(params, ctx, positional)
-
 
 @hookimpl
 def mixarch_register_mixers(register):
-    register("sliding_window", make_sliding_window, SlidingWindowParams, family="softmax",
+    register("sliding_window", SoftmaxAttention, SlidingWindowParams, family="softmax",
              cache=CacheSpec(holds=("key", "value"), bytes_per_token=kv_bytes_per_token, bytes_at=windowed_kv_bytes),
              attention_kv_bytes_per_token=kv_bytes_per_token,
              description="sliding-window causal softmax attention (GQA); constant-size KV cache")

@@ -149,12 +149,16 @@ class HybridLM(nn.Module):
                     module.reset_parameters()
         return self
 
-    def materialize(self, device: str | torch.device = "cpu", seed: int = 0) -> HybridLM:
-        """Allocate a meta-device model on ``device`` and initialize it (``to_empty`` + :meth:`init_weights`)."""
+    def allocate(self, device: str | torch.device = "cpu") -> HybridLM:
+        """Give a meta-device model uninitialized storage on ``device`` (``to_empty``, keeping the head tied)."""
         self.to_empty(device=device)
         if self.resolved.model.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        return self.init_weights(seed)
+        return self
+
+    def materialize(self, device: str | torch.device = "cpu", seed: int = 0) -> HybridLM:
+        """Allocate a meta-device model on ``device`` and initialize it (:meth:`allocate` + :meth:`init_weights`)."""
+        return self.allocate(device).init_weights(seed)
 
     def num_parameters(self) -> int:
         """Parameters, counting tied weights once."""

@@ -72,9 +72,7 @@ def build_mixer(mixer_type: str, params: dict[str, Any], *, d_model: int = 32, p
 
 
 def _poison_and_materialize(model: HybridLM, seed: int) -> None:
-    model.to_empty(device="cpu")
-    if model.resolved.model.tie_embeddings:
-        model.lm_head.weight = model.embed.weight
+    model.allocate("cpu")
     with torch.no_grad():
         for t in [*model.parameters(), *model.buffers()]:
             if t.is_floating_point():

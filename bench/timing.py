@@ -1,0 +1,27 @@
+"""GPU timing shared by the benchmark scripts: median milliseconds of a call, eager or as a CUDA-graph replay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from triton.testing import do_bench
+
+
+def time_ms(fn: Callable[[], object], quick: bool) -> float:
+    """Median milliseconds per call (``triton.testing.do_bench``; shorter runs with ``quick``)."""
+    return do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 100, return_mode="median")
+
+
+def graph_time_ms(fn: Callable[[], object], quick: bool) -> float:
+    """Median milliseconds of one CUDA-graph replay of ``fn`` (warmed up eagerly on a side stream first)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return time_ms(graph.replay, quick)
