@@ -12,6 +12,7 @@ if not torch.cuda.is_available():  # CPU CI runs the Triton kernels in the inter
 
 from hypothesis import settings  # noqa: E402
 
+import mixarch.testing.pytest_plugin  # noqa: E402,F401  (registers the hypothesis profiles without its entry point)
 from mixarch.testing.poison import nan_poison  # noqa: E402
 
 settings.load_profile(os.environ.get("MIXARCH_HYPOTHESIS_PROFILE", "mixarch-ci"))
