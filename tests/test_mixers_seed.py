@@ -50,6 +50,7 @@ def test_sliding_window_mixer(h, window):
 @pytest.mark.parametrize("name, params, positional", [
     ("attention", {"n_heads": 4, "n_kv_heads": 2, "qk_norm": True, "output_gate": True}, ("rope", {})),
     ("lightning", {"n_heads": 4}, ("rope", {})),
+    ("lightning", {"n_heads": 4, "kernel_dtype": "float32"}, ("rope", {})),
     ("infllm_v2", {"n_heads": 4, "n_kv_heads": 2, **SMALL_INFLLM}, ("nope", {})),
     ("sliding_window", {"n_heads": 4, "window": 5}, ("rope", {})),
 ])

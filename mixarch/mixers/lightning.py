@@ -1,8 +1,8 @@
 """Built-in ``lightning``: the Lightning-attention linear layer of MiniCPM-SALA and HypeNet.
 
-x -> q, k, v projections -> per-head QK RMSNorm -> positional (RoPE under HyPE) -> fp32 Lightning attention
-(per-head decay lambda_h = exp(-s_h), ALiBi slopes s_h) -> RMSNorm over all heads jointly -> sigmoid output
-gate sigma(x W_z) -> output projection. KV heads are un-shared by default (``n_kv_heads = n_heads``), as SALA
+x -> q, k, v projections -> per-head QK RMSNorm -> positional (RoPE under HyPE) -> Lightning attention with
+fp32 accumulation and state (per-head decay lambda_h = exp(-s_h), ALiBi slopes s_h) -> RMSNorm over all
+heads jointly -> sigmoid output gate sigma(x W_z) -> output projection. KV heads are un-shared by default (``n_kv_heads = n_heads``), as SALA
 and HypeNet expand the teacher's GQA K/V to MHA. Decode keeps a ``[B, H, D, D]`` fp32 state per layer.
 """
 
@@ -33,6 +33,10 @@ class LightningParams(HeadParams):
         "alibi", description="alibi: s_h = ALiBi slope (SALA, HypeNet); alibi_layer_scaled: MiniMax-01's "
                              "s_h * (1 - l / (L - 1) + 1e-5)")
     chunk_size: PositiveInt = Field(64, description="block size of the chunked form")
+    kernel_dtype: Literal["activations", "float32"] = Field(
+        "activations", description="dtype of q, k, v given to the attention op: the activations' (it accumulates "
+                                   "in fp32 and keeps an fp32 state; 16-bit operands run on tensor cores) or "
+                                   "float32 (fp32 operands: about 10x slower Triton kernels)")
 
 
 def state_bytes(params: LightningParams, dims: Dims) -> int:
@@ -61,6 +65,7 @@ class LightningAttention(ProjectedHeads):
         super().__init__(params, ctx, positional)
         inner = self.n_heads * self.head_dim
         self.chunk_size = params.chunk_size
+        self.kernel_dtype = params.kernel_dtype
         self.o_norm = RMSNorm(inner, ctx.norm_eps) if params.output_norm else None
         self.z_proj = nn.Linear(ctx.d_model, inner, bias=False) if params.output_gate else None
         # plain floats, not a buffer: nothing to materialize after meta init, and model.to(bf16) cannot round them
@@ -85,8 +90,10 @@ class LightningAttention(ProjectedHeads):
             group = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        if self.kernel_dtype == "float32":
+            q, k, v = q.to(acc), k.to(acc), v.to(acc)
         state = cache.state if cache is not None else None
-        o, state = lightning_attention(q.to(acc), k.to(acc), v.to(acc), self.decay(x.device), initial_state=state,
+        o, state = lightning_attention(q, k, v, self.decay(x.device), initial_state=state,
                                        output_final_state=cache is not None, cu_seqlens=cu_seqlens,
                                        chunk_size=self.chunk_size)
         if cache is not None:
