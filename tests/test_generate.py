@@ -149,3 +149,19 @@ def test_chunked_prefill_cache_lightning_constant_sparse_grows():
             assert sizes[20][i] == sizes[60][i] == 4 * 16 * 16 * 8  # one [H, D, D] fp64 state (H 4, D 16)
         else:
             assert sizes[60][i] > 2.9 * sizes[20][i]  # K/V (and compressed keys) of every token
+
+
+@pytest.mark.parametrize("source", [*MIXERS, *HYBRIDS])
+def test_decode_steps_read_only_the_new_tokens_on_the_host(source):
+    """Each host read of a tensor value is a device sync on a GPU; a decode step makes exactly one (the new
+    tokens), so the host queues every layer's kernels without waiting (checked past dense_len too)."""
+    from mixarch.testing.syncs import host_reads
+
+    model = hybrid_model(source) if source.endswith(".yaml") else mixer_model(source)
+    steps = stream(model, [list(range(1, 15))], max_new_tokens=12)
+    next(steps)
+    with host_reads() as reads:
+        for _ in range(10):
+            next(steps)
+    assert dict(reads) == {next(iter(reads)): 10} and next(iter(reads)).startswith("generate/generate.py"), \
+        f"host reads per 10 decode steps: {dict(reads)}"

@@ -74,8 +74,9 @@ class LightningAttention(ProjectedHeads):
 
     def decay(self, device: torch.device) -> torch.Tensor:
         """The per-head slopes ``s_h`` as an fp32 ``[H]`` tensor on ``device``."""
-        if device not in self._decay:
-            self._decay[device] = torch.tensor(self.slopes, dtype=torch.float32, device=device)
+        if device not in self._decay:  # a normal tensor even under inference_mode: its values are checked once
+            with torch.inference_mode(False):
+                self._decay[device] = torch.tensor(self.slopes, dtype=torch.float32, device=device)
         return self._decay[device]
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor, cache: LayerCache | None = None,

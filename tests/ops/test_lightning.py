@@ -371,3 +371,19 @@ def test_step_bad_inputs_raise():
         lightning_step(q, k, v, s, torch.zeros(1, 3, 6, 8))
     with pytest.raises(ValueError, match="decay must be finite and >= 0"):
         lightning_step(q, k, v, -s, None)
+
+
+def test_decay_values_are_checked_once_per_tensor_version():
+    """A layer passes one decay tensor at every call: its values (a device sync) are checked again only after
+    an in-place write."""
+    import mixarch.ops.lightning._common as common
+
+    q, k, v, s = _args(t=3)
+    decay = s.clone()
+    lightning_attention(q, k, v, decay)
+    assert common._VALID_DECAY.get(decay) == decay._version
+    decay[0] = -1.0  # bumps the version: checked again
+    with pytest.raises(ValueError, match="decay must be finite and >= 0"):
+        lightning_attention(q, k, v, decay)
+    with pytest.raises(ValueError, match="decay must be finite and >= 0"):
+        lightning_step(q[:, :1], k[:, :1], v[:, :1], decay, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -32,11 +33,23 @@ def check_decay(decay, n_heads: int, device, acc: torch.dtype) -> torch.Tensor:
         raise ValueError(f"decay must have shape [H={n_heads}], got {tuple(decay.shape)}")
     if not decay.is_floating_point():
         raise ValueError(f"decay must be floating point, got {decay.dtype}")
-    d = decay.detach()
-    # a value check syncs with the device and cannot be traced: skipped inside torch.compile
-    if not torch.compiler.is_compiling() and (not torch.isfinite(d).all() or (d < 0).any()):
-        raise ValueError("decay must be finite and >= 0 (lambda = exp(-decay); 0 means no decay)")
+    # a value check syncs with the device and cannot be traced: skipped inside torch.compile, and done once
+    # per tensor version (a layer passes the same decay tensor at every call); inference tensors have no
+    # version counter, so theirs are checked at every call
+    if torch.compiler.is_compiling():
+        return decay.to(device=device, dtype=acc)
+    version = None if decay.is_inference() else decay._version
+    if version is None or _VALID_DECAY.get(decay) != version:
+        d = decay.detach()
+        if not bool(torch.isfinite(d).all() & (d >= 0).all()):
+            raise ValueError("decay must be finite and >= 0 (lambda = exp(-decay); 0 means no decay)")
+        if version is not None:
+            _VALID_DECAY[decay] = version
     return decay.to(device=device, dtype=acc)
+
+
+# decay tensors whose values were checked, with the version counter they had then (in-place writes bump it)
+_VALID_DECAY = WeakTensorKeyDictionary()
 
 
 def check_chunk_size(chunk_size) -> None:

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Everything the GPU benchmarks and kernel tests need, in one call on an H100/H200, each step under its own time
+# limit so one slow or failing step cannot take the others' time. Logs and reports go to $OUT (default
+# ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
+#
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning infllm e2e (default: all, in that order)
+#
+# tests: the Triton kernel tests and the full conformance matrix (fp32, bf16, fp16) with CUDA_LAUNCH_BLOCKING=1,
+#        so an illegal memory access fails the test whose kernel made it (not a later test of the same worker).
+# lightning / infllm: bench/lightning.py and bench/infllm_v2.py. fla autotunes dozens of configs per kernel at its
+#        first call: on a fresh machine compiling them can take minutes, so lightning runs without fla unless
+#        WITH_FLA=1 (give TRITON_CACHE_DIR a directory carried from an earlier run to reuse compiled kernels).
+# e2e:   bench/e2e.py with its measurement budget (E2E_BUDGET seconds, default 300).
+set -u
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(tests lightning infllm e2e)
+
+step() {  # step NAME LIMIT_SECONDS COMMAND...: run, keep the log, print its tail
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (limit ${limit} s): $*"
+    local start=$SECONDS
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    echo "== $name: exit $? after $((SECONDS - start)) s"
+    tail -n 30 "$OUT/$name.log"
+}
+
+nvidia-smi -L
+for s in "${steps[@]}"; do
+    case $s in
+        tests) CUDA_LAUNCH_BLOCKING=1 step tests 300 python3 -m pytest -q -n 8 -p no:cacheprovider \
+                   tests/test_triton_lightning.py tests/test_triton_infllm_v2.py tests/test_kernel_conformance.py ;;
+        lightning) if [ "${WITH_FLA:-0}" = 1 ]; then fla=(); else fla=(--no-fla); fi
+                   step lightning 200 python3 bench/lightning.py "${fla[@]}" --out "$OUT/lightning.md" ;;
+        infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
+        e2e) step e2e $(( ${E2E_BUDGET:-300} + 120 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" \
+                 --out "$OUT/e2e.md" ;;
+        *) echo "unknown step $s (tests, lightning, infllm, e2e)" >&2; exit 2 ;;
+    esac
+done

@@ -1,0 +1,102 @@
+"""Every Triton kernel, run by the interpreter with each memory access checked (:mod:`mixarch.testing.bounds`),
+for 4- and 2-byte elements, with the Lightning kernels at their GPU chunk, state tile and segment lengths on the
+conformance recipe's full-size shapes (the GPU matrix: head dims up to 128, T up to 1000, varlen with empty
+sequences). Forward and backward. The interpreter's 16-bit dots are not exact, so this checks addressing only;
+numerics are the conformance suite's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from unittest import mock
+
+import pytest
+import torch
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("checks interpreted kernels (TRITON_INTERPRET=1, set by conftest.py on CPU)", allow_module_level=True)
+pytest.importorskip("triton")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import mixarch.testing.conformance.infllm_v2  # noqa: E402,F401 - registers recipes
+import mixarch.testing.conformance.lightning  # noqa: E402,F401 - registers recipes
+from mixarch.kernels.triton.lightning import chunk, op  # noqa: E402
+from mixarch.plugins import get_host  # noqa: E402
+from mixarch.testing.bounds import OutOfBounds, checked_memory  # noqa: E402
+from mixarch.testing.conformance import CONFORMANCE  # noqa: E402
+from mixarch.testing.strategies import seeded_randn  # noqa: E402
+
+TRITON_OPS = sorted(spec.op for spec in get_host().kernels if spec.backend == "triton")
+
+
+@contextlib.contextmanager
+def gpu_tiling():
+    """The Lightning kernels' GPU geometry: 64-token chunks, 64-wide state tiles, segments of >= 256 tokens
+    (``interpreting()`` is what picks the small interpreter geometry; 16-bit operands then go to the dots as on
+    a GPU). The InfLLM-V2 kernels use their GPU tiles under the interpreter already."""
+    with mock.patch.multiple(chunk, CHUNK=64, STATE_TILE=64, interpreting=lambda: False), \
+            mock.patch.object(op, "CHUNK", 64):
+        yield
+
+
+def _run(op_name: str, case) -> None:
+    spec = CONFORMANCE[op_name]
+    impl = get_host().kernels.get(op_name, "triton").impl
+    grad = spec.differentiable and bool(case.grad_args)
+    args = [a.detach().requires_grad_(grad and i in case.grad_args)
+            if isinstance(a, torch.Tensor) and a.is_floating_point() else a for i, a in enumerate(case.args)]
+    outs = [t for t in spec.outputs(impl(*args, **case.kwargs)).values()
+            if isinstance(t, torch.Tensor) and t.requires_grad]
+    if grad and outs:
+        upstream = [seeded_randn(t.shape, i, dtype=t.dtype) for i, t in enumerate(outs)]
+        torch.autograd.grad(outs, [args[i] for i in case.grad_args], upstream, allow_unused=True)
+
+
+@settings(max_examples=int(os.environ.get("MIXARCH_BOUNDS_EXAMPLES", "3")), deadline=None)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)  # 4- and 2-byte elements
+@pytest.mark.parametrize("op_name", TRITON_OPS)
+@given(data=st.data())
+def test_triton_kernels_stay_in_bounds(op_name, dtype, data):
+    # the Lightning kernels get the GPU's geometry here, so full-size shapes; the InfLLM-V2 kernels keep their
+    # GPU tiles under the interpreter, so the recipes' small shapes already cover their edges (and are faster)
+    case = CONFORMANCE[op_name].make_case(data, dtype, "cpu", not op_name.startswith("lightning"))
+    with gpu_tiling(), checked_memory():
+        _run(op_name, case)
+
+
+@pytest.mark.parametrize("lengths", [[0, 5, 1, 0, 300], [256, 0, 257], [1000]])
+@pytest.mark.parametrize("dims", [(128, 16), (16, 128)])
+def test_lightning_varlen_segments_stay_in_bounds(lengths, dims):
+    """Packed sequences across the GPU's 256-token segments, empty ones included, bf16, forward and backward
+    with both states."""
+    from mixarch.ops.lightning import alibi_slopes
+    from mixarch.testing.strategies import cu_seqlens_from
+
+    t, h = sum(lengths), 3
+    q, k = (seeded_randn((1, t, h, dims[0]), i, dtype=torch.bfloat16).requires_grad_() for i in (0, 1))
+    v = seeded_randn((1, t, h, dims[1]), 2, dtype=torch.bfloat16).requires_grad_()
+    h0 = seeded_randn((len(lengths), h, *dims), 3).requires_grad_()
+    with gpu_tiling(), checked_memory():
+        o, ht = op.lightning_attention(q, k, v, alibi_slopes(h), initial_state=h0, output_final_state=True,
+                                       cu_seqlens=cu_seqlens_from(lengths))
+        torch.autograd.grad((o.float().sum() + ht.sum()), [q, k, v, h0])
+
+
+@triton.jit
+def _shift(x, y, n, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    tl.store(y + i, tl.load(x + i + 1, mask=i < n), mask=i < n)  # reads one element past the end
+
+
+def test_the_checker_catches_an_out_of_bounds_load():
+    x = seeded_randn((8,), 0)
+    y = torch.empty_like(x)
+    with pytest.raises(OutOfBounds, match=r"_shift: 1 masked-in load .* 0 bytes past the end"), checked_memory():
+        _shift[(1,)](x, y, 8, BLOCK=8)
+    _shift[(1,)](x, y, 7, BLOCK=8)  # in bounds: no error, and the checker is gone outside the block
+    assert torch.equal(y[:7], x[1:])
