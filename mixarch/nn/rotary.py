@@ -12,17 +12,19 @@ def rotary_angles(positions: torch.Tensor, dim: int, theta: float) -> tuple[torc
     return angles.cos().float(), angles.sin().float()
 
 
-def apply_rotary(x: torch.Tensor, positions: torch.Tensor, theta: float, rotary_dim: int | None = None) -> torch.Tensor:
-    """Rotate the first ``rotary_dim`` channels of ``x`` [B, T, H, D] by the angles of ``positions`` [B, T].
-
-    Rotate-half convention: channel ``i`` pairs with ``i + rotary_dim / 2``. Computed in fp32, returned in
-    ``x``'s dtype.
-    """
-    dim = x.shape[-1] if rotary_dim is None else rotary_dim
-    cos, sin = rotary_angles(positions, dim, theta)  # [B, T, dim/2]
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``2 * cos.shape[-1]`` channels of ``x`` [B, T, H, D] by angles given as ``cos``, ``sin``
+    [B, T, rotary_dim / 2] (from :func:`rotary_angles`). Rotate-half convention: channel ``i`` pairs with
+    ``i + rotary_dim / 2``. Computed in fp32, returned in ``x``'s dtype."""
+    dim = 2 * cos.shape[-1]
     cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # broadcast over heads
     xf = x.float()
-    rot, rest = xf[..., :dim], xf[..., dim:]
-    x1, x2 = rot[..., : dim // 2], rot[..., dim // 2:]
-    rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return torch.cat((rotated, rest), dim=-1).to(x.dtype)
+    x1, x2, rest = xf[..., : dim // 2], xf[..., dim // 2:dim], xf[..., dim:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest), dim=-1).to(x.dtype)
+
+
+def apply_rotary(x: torch.Tensor, positions: torch.Tensor, theta: float, rotary_dim: int | None = None) -> torch.Tensor:
+    """Rotate the first ``rotary_dim`` channels (default: all) of ``x`` [B, T, H, D] by the angles of
+    ``positions`` [B, T] (see :func:`rotate`)."""
+    dim = x.shape[-1] if rotary_dim is None else rotary_dim
+    return rotate(x, *rotary_angles(positions, dim, theta))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from mixarch.hookspecs import hookimpl
-from mixarch.nn.rotary import apply_rotary
+from mixarch.nn.rotary import rotary_angles, rotate
 from mixarch.positional.base import NoPE, PositionalEncoding
 
 
@@ -31,8 +31,8 @@ class RoPE(PositionalEncoding):
         self.label = f"rope(θ={theta:.0f})" if float(theta).is_integer() else f"rope(θ={theta:g})"
 
     def forward(self, q, k, positions):
-        return (apply_rotary(q, positions, self.theta, self.rotary_dim),
-                apply_rotary(k, positions, self.theta, self.rotary_dim))
+        cos, sin = rotary_angles(positions, self.rotary_dim or q.shape[-1], self.theta)  # once for q and k
+        return rotate(q, cos, sin), rotate(k, cos, sin)
 
 
 def make_rope(params: RoPEParams, ctx) -> RoPE:
