@@ -6,6 +6,9 @@
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 #   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning infllm e2e (default: all, in that order)
 #
+# The limits add up to about 25 minutes; a device call allows 10, so split the steps over calls (e.g.
+# "tests lightning", then "infllm", then "e2e").
+#
 # tests: the Triton kernel tests and the full conformance matrix (fp32, bf16, fp16) with CUDA_LAUNCH_BLOCKING=1,
 #        so an illegal memory access fails the test whose kernel made it (not a later test of the same worker).
 # lightning / infllm: bench/lightning.py and bench/infllm_v2.py. fla autotunes dozens of configs per kernel at its

@@ -6,6 +6,10 @@ masked-in access on host memory without checking it. Inside :func:`checked_memor
 byte range of every tensor argument (its view: ``data_ptr()`` to the last element its strides reach) and
 every masked-in load and store must fall inside one of them, else :class:`OutOfBounds` names the kernel, the
 access and how far it strays. Use it to run kernels on CPU at the tile sizes they use on the GPU.
+
+Limits: pointers carry no provenance in the interpreter, so an access that strays into *another* argument of
+the same launch passes; only plain and masked loads, stores and atomic read-modify-writes are checked (no block
+pointers or tensor descriptors, which mixarch's kernels do not use).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def _tensors(args) -> Iterator[torch.Tensor]:
 
 
 class _Launch:
+    """The launch being interpreted: its kernel's name and its tensor arguments' byte ranges."""
+
     kernel = "?"
     ranges: list[tuple[int, int]] = []
 
