@@ -1,8 +1,9 @@
 """Every Triton kernel, run by the interpreter with each memory access checked (:mod:`mixarch.testing.bounds`),
 for 4- and 2-byte elements, with the Lightning kernels at their GPU chunk, state tile and segment lengths on the
 conformance recipe's full-size shapes (the GPU matrix: head dims up to 128, T up to 1000, varlen with empty
-sequences). Forward and backward. The interpreter's 16-bit dots are not exact, so this checks addressing only;
-numerics are the conformance suite's job.
+sequences). Forward and backward; fp32 cases are also checked against the reference (outputs, states,
+gradients), so the Lightning kernels' GPU geometry is verified numerically on CPU too. The interpreter's 16-bit
+dots are not exact, so 16-bit cases check addressing only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import mixarch.testing.conformance.lightning  # noqa: E402,F401 - registers reci
 from mixarch.kernels.triton.lightning import chunk, op  # noqa: E402
 from mixarch.plugins import get_host  # noqa: E402
 from mixarch.testing.bounds import OutOfBounds, checked_memory  # noqa: E402
-from mixarch.testing.conformance import CONFORMANCE  # noqa: E402
+from mixarch.testing.conformance import CONFORMANCE, check_backend  # noqa: E402
 from mixarch.testing.strategies import seeded_randn  # noqa: E402
 
 TRITON_OPS = sorted(spec.op for spec in get_host().kernels if spec.backend == "triton")
@@ -66,9 +67,11 @@ def test_triton_kernels_stay_in_bounds(op_name, dtype, data):
     # GPU tiles under the interpreter, so the recipes' small shapes already cover their edges (and are faster)
     # (MIXARCH_BOUNDS_FULL=1: full-size shapes for every op; MIXARCH_BOUNDS_EXAMPLES=N: more examples)
     tiny = not op_name.startswith("lightning") and os.environ.get("MIXARCH_BOUNDS_FULL") != "1"
-    case = CONFORMANCE[op_name].make_case(data, dtype, "cpu", tiny)
     with gpu_tiling(), checked_memory():
-        _run(op_name, case)
+        if dtype == torch.float32:  # fp32 dots are exact in the interpreter: check the numbers too
+            check_backend(op_name, "triton", data, dtype=dtype, device="cpu", tiny=tiny)
+        else:
+            _run(op_name, CONFORMANCE[op_name].make_case(data, dtype, "cpu", tiny))
 
 
 @pytest.mark.parametrize("lengths", [[0, 5, 1, 0, 300], [256, 0, 257], [1000]])
