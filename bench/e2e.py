@@ -39,6 +39,9 @@ from mixarch.generate import stream  # noqa: E402
 from mixarch.model.hybrid import build_model  # noqa: E402
 from mixarch.plugins import get_host  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from layer_times import breakdown, breakdown_table  # noqa: E402
+
 CHUNK_LADDER = (None, 32768, 8192, 2048, 512)  # None: the whole prompt in one forward
 TARGETS = {"prefill": 3.5, "decode": 4.0}  # the issue's targets at 128K (twin time / hybrid time)
 TARGET_CONTEXT = 131072
@@ -237,6 +240,27 @@ def report(header: str, names: tuple[str, str], params: dict[str, int], dtype: t
     return "\n".join(lines) + "\n"
 
 
+def breakdowns(models: dict, results: list[Result], args, device: torch.device) -> list[str]:
+    """Markdown table of where each model's time goes (``bench/layer_times.py``) at its longest measured context
+    up to 128K, with the prefill chunk it used there."""
+    lines = ["Time by part (hooks on every mixer and FFN; `rest` = embedding, norms, head, sampling and Python):", "",
+             "| model | context | part | prefill (ms) | share | decode (ms/step) | share |", "|---|---|---|---|---|---|---|"]
+    for name, model in models.items():
+        ok = [r for r in results if r.model == name and r.status == "ok" and r.context <= TARGET_CONTEXT]
+        if not ok:
+            continue
+        last = max(ok, key=lambda r: r.context)
+        try:
+            rows = breakdown(model, last.context, last.chunk, min(8, args.decode_steps), device)
+        except Exception as err:  # a diagnostic must not end the benchmark
+            lines.append(f"| {name} | {length_label(last.context)} | failed: {type(err).__name__} | | | | |")
+            continue
+        finally:
+            free_memory(device)
+        lines += breakdown_table(name, length_label(last.context), rows)
+    return lines
+
+
 def warmup_contexts(model, contexts: list[int]) -> list[int]:
     """Contexts that compile every code path a model takes before anything is timed: the shortest, and for
     models with a dense/sparse switch (``dense_len``) the shortest beyond it (the sparse kernels, prefill and
@@ -261,6 +285,8 @@ def parse_args(argv=None):
     p.add_argument("--prefill-chunk", type=int, help="fixed prefill chunk (default: the ladder)")
     p.add_argument("--budget", type=float, default=400, help="seconds for all measurements (default 400)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke run of the script")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time each mixer kind and the FFNs at each model's longest context up to 128K")
     args = p.parse_args(argv)
     quick = args.quick
     args.contexts = [parse_length(c) for c in (args.contexts or ("1K,4K,16K" if quick else "8K,32K,128K,256K")).split(",")]
@@ -294,6 +320,7 @@ def main(argv=None) -> int:
         for name, model in models.items():
             results.append(runner.run(name, model, context))
             progress(results[-1])
+    parts = breakdowns(models, results, args, device) if args.breakdown else []
     fits = {}
     for name, model in models.items():
         for other, m in models.items():  # the card to itself: the other model waits on the CPU
@@ -311,6 +338,8 @@ def main(argv=None) -> int:
                 break
             context *= 2
     text = report(versions(device), names, params, dtype, results, fits, args)
+    if parts:
+        text += "\n" + "\n".join(parts) + "\n"
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -40,7 +40,7 @@ for s in "${steps[@]}"; do
         lightning) if [ "${WITH_FLA:-0}" = 1 ]; then fla=(); else fla=(--no-fla); fi
                    step lightning 200 python3 bench/lightning.py "${fla[@]}" --out "$OUT/lightning.md" ;;
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
-        e2e) step e2e $(( ${E2E_BUDGET:-300} + 120 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" \
+        e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
         *) echo "unknown step $s (tests, lightning, infllm, e2e)" >&2; exit 2 ;;
     esac
