@@ -4,7 +4,7 @@
 # ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning infllm e2e (default: all, in that order)
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning sweep infllm e2e (default: all but sweep)
 #
 # The limits add up to about 25 minutes; a device call allows 10, so split the steps over calls (e.g.
 # "tests lightning", then "infllm", then "e2e").
@@ -14,6 +14,7 @@
 # lightning / infllm: bench/lightning.py and bench/infllm_v2.py. fla autotunes dozens of configs per kernel at its
 #        first call: on a fresh machine compiling them can take minutes, so lightning runs without fla unless
 #        WITH_FLA=1 (give TRITON_CACHE_DIR a directory carried from an earlier run to reuse compiled kernels).
+# sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K).
 # e2e:   bench/e2e.py with its measurement budget (E2E_BUDGET seconds, default 300).
 set -u
 OUT=${OUT:-gpu-results}
@@ -39,9 +40,10 @@ for s in "${steps[@]}"; do
                    tests/test_triton_lightning.py tests/test_triton_infllm_v2.py tests/test_kernel_conformance.py ;;
         lightning) if [ "${WITH_FLA:-0}" = 1 ]; then fla=(); else fla=(--no-fla); fi
                    step lightning 200 python3 bench/lightning.py "${fla[@]}" --out "$OUT/lightning.md" ;;
+        sweep) step sweep 240 python3 bench/lightning_sweep.py ;;
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
-        *) echo "unknown step $s (tests, lightning, infllm, e2e)" >&2; exit 2 ;;
+        *) echo "unknown step $s (tests, lightning, sweep, infllm, e2e)" >&2; exit 2 ;;
     esac
 done

@@ -1,0 +1,103 @@
+"""Launch-configuration sweep of the Lightning Triton kernels on one CUDA GPU: state tile width, warps and stages
+of the chunk kernels and of ``_segment_state``, segment length. Each variant is checked first (bf16, T=4K, relative
+RMSE of o, dq, dk, dv against the fp32 torch reference) and then timed at T (default 128K; B=1, 32 heads of 128):
+forward, its segment-state pass, backward. Prints registers / spills of the compiled chunk kernels.
+
+    python bench/lightning_sweep.py                    # the variants of docs/benchmarks.md
+    python bench/lightning_sweep.py --t 65536
+
+The module constants are patched per variant and the autotuners' caches cleared, so variants do not mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import triton
+from timing import time_ms  # bench/timing.py (scripts run from bench/)
+
+from mixarch.kernels.triton.lightning import chunk as C
+from mixarch.ops.lightning import alibi_slopes, reference_lightning_attention
+from mixarch.testing.compare import rel_rmse
+
+H, D = 32, 128
+KERNELS = ("_segment_state", "_chunk_fwd", "_chunk_bwd_dq", "_chunk_bwd_dk", "_chunk_bwd_dv")
+# (state tile, chunk warps, chunk stages, _segment_state warps, its stages, segment or None for the default)
+VARIANTS = [(64, 8, 3, 8, 2, None), (128, 8, 2, 8, 2, None), (128, 16, 2, 16, 2, None), (64, 8, 3, 8, 2, 2048),
+            (64, 4, 2, 4, 2, None), (64, 4, 2, 8, 2, None), (64, 4, 3, 8, 2, None)]
+
+
+def configure(tile: int, warps: int, stages: int, seg_warps: int, seg_stages: int) -> None:
+    C.STATE_TILE = tile
+    for name in KERNELS:
+        tuner = getattr(C, name)
+        w, s = (seg_warps, seg_stages) if name == "_segment_state" else (warps, stages)
+        tuner.configs = [triton.Config({}, num_warps=w, num_stages=s)]
+        tuner.cache.clear()
+
+
+def fwd_bwd(q, k, v, do, decay, segment: int):
+    scale = q.shape[-1] ** -0.5
+    o, _, enter = C.chunk_fwd(q, k, v, decay, None, None, scale, C.CHUNK, segment)
+    dq, dk, dv, _ = C.chunk_bwd(q, k, v, decay, enter, do, None, None, scale, C.CHUNK, segment)
+    return o, dq, dk, dv
+
+
+def timings(q, k, v, do, decay, segment: int) -> tuple[float, float, float]:
+    """Median ms of the forward, of its segment-state pass alone, and of the backward."""
+    t, scale = q.shape[1], q.shape[-1] ** -0.5
+    layout = C.make_layout(1, t, None, segment)
+    fwd = time_ms(lambda: C.chunk_fwd(q, k, v, decay, None, None, scale, C.CHUNK, segment), quick=False)
+    states = time_ms(lambda: C._states(layout, k, v, decay, None, scale, C.CHUNK, False), quick=False)
+    enter = C.chunk_fwd(q, k, v, decay, None, None, scale, C.CHUNK, segment)[2]
+    bwd = time_ms(lambda: C.chunk_bwd(q, k, v, decay, enter, do, None, None, scale, C.CHUNK, segment), quick=False)
+    return fwd, states, bwd
+
+
+def registers(warps: int) -> str:
+    out = []
+    for name in KERNELS[1:]:
+        for caches in getattr(C, name).fn.device_caches.values():
+            out += [f"{name[1:]} {k.n_regs}/{k.n_spills}" for k in caches[0].values() if k.metadata.num_warps == warps]
+    return ", ".join(sorted(set(out)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--t", type=int, default=131072, help="timed sequence length (default 128K)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench/lightning_sweep.py needs a CUDA GPU")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    decay = alibi_slopes(H).cuda()
+    small = [torch.randn(1, 4096, H, D, device="cuda", generator=gen).bfloat16() for _ in range(4)]
+    leaves = [x.float().requires_grad_() for x in small[:3]]
+    ref_o = reference_lightning_attention(*leaves, decay)[0]
+    ref = [ref_o, *torch.autograd.grad(ref_o, leaves, small[3].float())]
+    big = [torch.randn(1, args.t, H, D, device="cuda", generator=gen).bfloat16() for _ in range(4)]
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; T={args.t}")
+    print("| state tile | warps x stages (chunk / segment state) | segment | fwd ms | segment states ms | bwd ms | "
+          "fwd+bwd ms | rel. RMSE o, dq, dk, dv | registers/spills |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for tile, warps, stages, seg_warps, seg_stages, segment in VARIANTS:
+        start = time.time()
+        try:
+            configure(tile, warps, stages, seg_warps, seg_stages)
+            errs = [rel_rmse(r, x.float()) for r, x in zip(ref, fwd_bwd(*small, decay, C.segment_size(4096, H)))]
+            seg = segment or C.segment_size(args.t, H)
+            fwd, states, bwd = timings(*big, decay, seg)
+            print(f"| [128, {tile}] | {warps} x {stages} / {seg_warps} x {seg_stages} | {seg} | {fwd:.3f} | "
+                  f"{states:.3f} | {bwd:.3f} | {fwd + bwd:.3f} | {', '.join(f'{e:.1e}' for e in errs)} | "
+                  f"{registers(warps)} |", flush=True)
+        except Exception as err:  # one variant failing to compile or run must not end the sweep
+            print(f"| [128, {tile}] | {warps} x {stages} / {seg_warps} x {seg_stages} | {segment} | failed: "
+                  f"{type(err).__name__}: {str(err).splitlines()[0][:120]} | | | | | |", flush=True)
+        finally:
+            torch.cuda.empty_cache()
+        print(f"  ({time.time() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
