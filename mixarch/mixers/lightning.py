@@ -2,8 +2,8 @@
 
 x -> q, k, v projections -> per-head QK RMSNorm -> positional (RoPE under HyPE) -> Lightning attention with
 fp32 accumulation and state (per-head decay lambda_h = exp(-s_h), ALiBi slopes s_h) -> RMSNorm over all
-heads jointly -> sigmoid output gate sigma(x W_z) -> output projection. KV heads are un-shared by default (``n_kv_heads = n_heads``), as SALA
-and HypeNet expand the teacher's GQA K/V to MHA. Decode keeps a ``[B, H, D, D]`` fp32 state per layer.
+heads jointly -> sigmoid output gate sigma(x W_z) -> output projection. KV heads are un-shared by default
+(``n_kv_heads = n_heads``), as SALA and HypeNet expand the teacher's GQA K/V to MHA. Decode keeps a ``[B, H, D, D]`` fp32 state per layer.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class LightningParams(HeadParams):
     kernel_dtype: Literal["activations", "float32"] = Field(
         "activations", description="dtype of q, k, v given to the attention op: the activations' (it accumulates "
                                    "in fp32 and keeps an fp32 state; 16-bit operands run on tensor cores) or "
-                                   "float32 (fp32 operands: about 10x slower Triton kernels)")
+                                   "float32 (exact operands; the Triton kernels then run without tensor cores)")
 
 
 def state_bytes(params: LightningParams, dims: Dims) -> int:
