@@ -1,9 +1,14 @@
 """End-to-end long-context benchmark: a SALA-layout hybrid against its all-softmax twin on one GPU.
 
 For each context length: time to first token (chunked prefill of a random prompt through the hybrid cache, plus
-the first greedy token) and decode tokens/s (``--decode-steps`` greedy steps after it), with
-``mixarch.generate.stream`` at batch 1 and random bf16 weights; peak memory (``torch.cuda.max_memory_allocated``);
-which kernel backend ran each op. Then the longest context each model fits, doubling up to ``--max-context``.
+the first greedy token) and decode tokens/s (``--decode-steps`` greedy steps after it: one over the median step,
+with the slowest step shown too), with ``mixarch.generate.stream`` at batch 1 and random bf16 weights; peak memory
+(``torch.cuda.max_memory_allocated``); which kernel backend ran each op. Each timed generation follows an untimed
+one at the same context (``--no-warm`` skips it): Triton compiles a kernel once per combination of its ``constexpr``
+tile sizes, and some of those follow the context (the sparse top-k's block count rounded to a power of two, which a
+context of exactly 128K crosses at its first decoded token; Triton also specializes integer arguments on
+divisibility by 16, which a growing length changes every 16 tokens), so a first run at a new length times the
+compiler. Then the longest context each model fits, doubling up to ``--max-context``.
 
 Every configuration survives out-of-memory: a prefill that runs out of memory is retried with the next smaller
 chunk of the ladder (whole prompt, 32K, 8K, 2K, 512 tokens), then reported as OOM. Configurations predicted
@@ -23,6 +28,7 @@ import dataclasses
 import datetime
 import gc
 import math
+import statistics
 import subprocess
 import sys
 import time
@@ -55,6 +61,7 @@ class Result:
     chunk: int | None = None
     ttft_s: float = math.nan
     decode_tps: float = math.nan
+    slowest_ms: float = math.nan
     peak_gib: float = math.nan
     kernels: str = ""
     note: str = ""
@@ -104,9 +111,10 @@ def resident_bytes(model) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
-def measure(model, context: int, chunk: int | None, steps: int, device: torch.device) -> tuple[float, float, float]:
-    """(TTFT s, decode tokens/s, peak GiB) of one greedy generation from a random prompt of ``context`` tokens;
-    the peak counts this model's weights, cache and activations (not other models on the card)."""
+def measure(model, context: int, chunk: int | None, steps: int, device: torch.device
+            ) -> tuple[float, list[float], float]:
+    """(TTFT s, each decode step's seconds, peak GiB) of one greedy generation from a random prompt of ``context``
+    tokens; the peak counts this model's weights, cache and activations (not other models on the card)."""
     prompt = torch.randint(model.resolved.model.vocab_size, (context,)).tolist()
     free_memory(device)
     others = torch.cuda.memory_allocated(device) - resident_bytes(model) if device.type == "cuda" else 0
@@ -115,14 +123,16 @@ def measure(model, context: int, chunk: int | None, steps: int, device: torch.de
     try:
         start = time.perf_counter()
         next(it)  # prefill + first token (stream syncs: it reads the token on the host)
-        first = time.perf_counter()
+        ttft = time.perf_counter() - start
+        step_s = []
         for _ in range(steps):
+            start = time.perf_counter()
             next(it)
-        end = time.perf_counter()
+            step_s.append(time.perf_counter() - start)
     finally:
         it.close()
     peak = (torch.cuda.max_memory_allocated(device) - others) / 2**30 if device.type == "cuda" else math.nan
-    return first - start, steps / (end - first), peak
+    return ttft, step_s, peak
 
 
 class Runner:
@@ -130,6 +140,7 @@ class Runner:
 
     def __init__(self, device: torch.device, steps: int, budget_s: float, chunk: int | None, kernels: KernelLog):
         self.device, self.steps, self.kernels = device, steps, kernels
+        self.warm = False  # run an untimed generation (same decode steps) before each timed one
         self.deadline = time.monotonic() + budget_s
         self.ladder = (chunk,) if chunk else CHUNK_LADDER
         self.rung: dict[str, int] = {}
@@ -144,7 +155,8 @@ class Runner:
         c2, t2, d2 = seen[-1]
         c1, t1, _ = seen[-2] if len(seen) > 1 else (c2 / 2, t2 / 4, 0.0)
         exponent = min(2.0, max(1.0, math.log(max(t2, 1e-6) / max(t1, 1e-6)) / math.log(c2 / c1)))
-        return 1.2 * (t2 * (context / c2) ** exponent + d2 * context / c2)
+        once = t2 * (context / c2) ** exponent + d2 * context / c2
+        return 1.2 * once * (2 if self.warm else 1)
 
     def run(self, name: str, model, context: int) -> Result:
         remaining = self.deadline - time.monotonic()
@@ -157,13 +169,18 @@ class Runner:
             if chunk is not None and chunk >= context and rung + 1 < len(self.ladder):
                 continue  # no smaller than the whole prompt, which failed or is skipped by the ladder
             try:
-                ttft, tps, peak = measure(model, context, chunk, self.steps, self.device)
+                if self.warm:  # as many steps: kernels specialize on divisibility of lengths that grow
+                    measure(model, context, chunk, self.steps, self.device)
+                    free_memory(self.device)
+                ttft, step_s, peak = measure(model, context, chunk, self.steps, self.device)
             except Exception as err:  # one configuration failing must not end the benchmark
                 oom, message = is_oom(err), f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
             else:
                 self.rung[name] = rung
-                self.timings.setdefault(name, []).append((context, ttft, self.steps / tps))
-                return Result(name, context, "ok", chunk, ttft, tps, peak, self.kernels.take())
+                self.timings.setdefault(name, []).append((context, ttft, sum(step_s)))
+                median = statistics.median(step_s) if step_s else math.nan
+                return Result(name, context, "ok", chunk, ttft, 1 / median, max(step_s, default=math.nan) * 1e3,
+                              peak, self.kernels.take())
             free_memory(self.device)
             if not oom:
                 return Result(name, context, "error", chunk, kernels=self.kernels.take(), note=message)
@@ -174,7 +191,7 @@ class Runner:
 
 def progress(r: Result) -> None:
     print(f"{r.model} {length_label(r.context)}: {r.status} chunk={chunk_label(r.chunk)} ttft={fmt(r.ttft_s)} s "
-          f"decode={fmt(r.decode_tps, 1)} tok/s peak={fmt(r.peak_gib)} GiB {r.note}", file=sys.stderr, flush=True)
+          f"decode={fmt(r.decode_tps, 1)} tok/s (slowest step {fmt(r.slowest_ms, 1)} ms) peak={fmt(r.peak_gib)} GiB {r.note}", file=sys.stderr, flush=True)
 
 
 def versions(device: torch.device) -> str:
@@ -213,15 +230,20 @@ def report(header: str, names: tuple[str, str], params: dict[str, int], dtype: t
     lines = [f"Run: {header}.", "",
              f"Models: `{hybrid}` ({human_count(params[hybrid])} parameters) and its all-softmax twin `{twin}` "
              f"({human_count(params[twin])}), random weights, {str(dtype).removeprefix('torch.')}, batch 1, greedy; "
-             f"TTFT = prefill (chunk shown) + first token; decode = {args.decode_steps} steps after it.", "",
-             "| context | model | prefill chunk | TTFT (s) | prefill tok/s | decode tok/s | peak memory (GiB) | kernels |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"TTFT = prefill (chunk shown) + first token; decode = {args.decode_steps} steps after it (tok/s: one "
+             f"over the median step); "
+             + ("each after an untimed generation at the same context." if args.warm else "no untimed run first.")
+             + " The fit search below times first runs.", "",
+             "| context | model | prefill chunk | TTFT (s) | prefill tok/s | decode tok/s | slowest step (ms) | "
+             "peak memory (GiB) | kernels |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r.status == "ok":
             lines.append(f"| {length_label(r.context)} | {r.model} | {chunk_label(r.chunk)} | {fmt(r.ttft_s)} | "
-                         f"{r.context / r.ttft_s:,.0f} | {fmt(r.decode_tps, 1)} | {fmt(r.peak_gib)} | {r.kernels} |")
+                         f"{r.context / r.ttft_s:,.0f} | {fmt(r.decode_tps, 1)} | {fmt(r.slowest_ms, 1)} | "
+                         f"{fmt(r.peak_gib)} | {r.kernels} |")
         else:
-            lines.append(f"| {length_label(r.context)} | {r.model} | - | {r.status} | - | - | - | {r.note} |")
+            lines.append(f"| {length_label(r.context)} | {r.model} | - | {r.status} | - | - | - | - | {r.note} |")
     lines += ["", "| context | prefill speedup (twin TTFT / hybrid TTFT) | decode speedup (hybrid / twin tok/s) |",
               "|---|---|---|"]
     by_key = {(r.model, r.context): r for r in results}
@@ -285,6 +307,8 @@ def parse_args(argv=None):
     p.add_argument("--prefill-chunk", type=int, help="fixed prefill chunk (default: the ladder)")
     p.add_argument("--budget", type=float, default=400, help="seconds for all measurements (default 400)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke run of the script")
+    p.add_argument("--no-warm", dest="warm", action="store_false",
+                   help="time first runs (no untimed generation before each timed one)")
     p.add_argument("--breakdown", action="store_true",
                    help="also time each mixer kind and the FFNs at each model's longest context up to 128K")
     args = p.parse_args(argv)
@@ -316,12 +340,14 @@ def main(argv=None) -> int:
         runner.timings.clear()
         runner.rung.clear()
     results = []
+    runner.warm = args.warm
     for context in args.contexts:
         for name, model in models.items():
             results.append(runner.run(name, model, context))
             progress(results[-1])
     parts = breakdowns(models, results, args, device) if args.breakdown else []
     fits = {}
+    runner.warm = False  # the fit search is about memory: first runs
     for name, model in models.items():
         for other, m in models.items():  # the card to itself: the other model waits on the CPU
             m.to(device if other == name else "cpu")

@@ -39,6 +39,7 @@ def test_e2e_smoke_run_on_cpu(e2e, tmp_path, capsys):
                 "| sala-tiny | 256 | mixer infllm_v2 |", "| sala-tiny | 256 | mixer lightning |", "| tiny | 256 | rest |"):
         assert row in text, f"{row!r} missing from the report:\n{text}"
     assert "lightning_attention:reference" in text  # the kernel log names the backend that ran
+    assert "| slowest step (ms) |" in text and "each after an untimed generation at the same context" in text
 
 
 def test_warmup_covers_the_sparse_path(e2e):

@@ -18,7 +18,8 @@ from the final state's gradient (ends in ``dh0``), then :func:`_chunk_bwd_dq` (f
 the right).
 
 Dots take 16-bit operands (q's dtype) with fp32 accumulation, or fp32 ``ieee`` operands for fp32 inputs and
-under ``TRITON_INTERPRET=1`` (the interpreter computes 16-bit dots wrongly). Decay weights multiply the
+under ``TRITON_INTERPRET=1`` (the interpreter computes 16-bit dots wrongly). The segment length is a runtime argument, not a
+``constexpr``: it changes with ``T``, and a constexpr would compile the kernels again for every new length. Decay weights multiply the
 smaller operand or the dot's result rows, never a ``[C, 128]`` fp32 copy of q or k (register pressure).
 """
 
@@ -60,7 +61,7 @@ def _dot(a, b, acc, DT: tl.constexpr, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _slot(j, slot_start, slot_len, T, NSEG, SEG: tl.constexpr, VARLEN: tl.constexpr):
+def _slot(j, slot_start, slot_len, T, NSEG, SEG, VARLEN: tl.constexpr):
     """First flattened token (int64) and length of segment slot ``j`` (length 0: an unused slot)."""
     if VARLEN:
         g0 = tl.load(slot_start + j).to(tl.int64)
@@ -83,7 +84,7 @@ def _decay_matrix(r, s2, scale, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
-def _program(D: tl.constexpr, TD: tl.constexpr, slot_start, slot_len, T, NSEG, SEG: tl.constexpr,
+def _program(D: tl.constexpr, TD: tl.constexpr, slot_start, slot_len, T, NSEG, SEG,
              VARLEN: tl.constexpr):
     """This program's segment (first token, length), head and ``TD``-wide tile of a ``D``-wide state dim."""
     n_tiles = tl.cdiv(D, TD)
@@ -116,7 +117,7 @@ def _store_rows(x, value, rows, valid, h, cols, H: tl.constexpr, D: tl.constexpr
 @triton.autotune(configs=_configs(warps=8, stages=2), key=["DA", "DB", "C", "REVERSE"])
 @triton.jit
 def _segment_state(a, b, decay, out, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr, DA: tl.constexpr,
-                   DB: tl.constexpr, BA: tl.constexpr, TB: tl.constexpr, C: tl.constexpr, SEG: tl.constexpr,
+                   DB: tl.constexpr, BA: tl.constexpr, TB: tl.constexpr, C: tl.constexpr, SEG,
                    REVERSE: tl.constexpr, VARLEN: tl.constexpr, IEEE: tl.constexpr):
     """``out[j, h, :, tile] = sum_i w_i a_i^T b_i[tile]`` over segment ``j``: ``w_i = lambda^(len-1-i)``
     (forward: k, v) or ``scale lambda^(i+1)`` (``REVERSE``, backward: q, do). a ``[*, H, DA]``, b ``[*, H, DB]``,
@@ -143,7 +144,7 @@ def _segment_state(a, b, decay, out, slot_start, slot_len, T, NSEG, scale, H: tl
 
 @triton.jit
 def _scan(local, init, enter, final, decay, slot_len, seq_first, T, NSEG, H: tl.constexpr, DA: tl.constexpr,
-          DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr, SEG: tl.constexpr, REVERSE: tl.constexpr,
+          DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr, SEG, REVERSE: tl.constexpr,
           VARLEN: tl.constexpr, HAS_INIT: tl.constexpr):
     """Per (sequence, head, state tile): ``enter[j] = state; state = lambda^len_j state + local[j]`` over the
     sequence's segments (last to first when ``REVERSE``), starting from ``init`` (or zeros); then
@@ -187,8 +188,8 @@ def _scan(local, init, enter, final, decay, slot_len, seq_first, T, NSEG, H: tl.
 @triton.autotune(configs=_configs(warps=4, stages=2), key=["DK", "DV", "C"])
 @triton.jit
 def _chunk_fwd(q, k, v, decay, enter, o, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr, DK: tl.constexpr,
-               DV: tl.constexpr, BK: tl.constexpr, TV: tl.constexpr, C: tl.constexpr, SEG: tl.constexpr,
-               VARLEN: tl.constexpr, IEEE: tl.constexpr):
+               DV: tl.constexpr, BK: tl.constexpr, TV: tl.constexpr, C: tl.constexpr, SEG,
+               VARLEN: tl.constexpr, IEEE: tl.constexpr, IEEE_AV: tl.constexpr):
     """``TV`` columns of o for one segment and head, from the state entering it (``enter[j, h]``): per chunk
     ``o = ((q k^T) * D) v + scale lambda^(r+1) q S``, then ``S = lambda^L S + (lambda^(L-1-c) k)^T v``."""
     j, h, g0, n, iv = _program(DV, TV, slot_start, slot_len, T, NSEG, SEG, VARLEN)
@@ -207,7 +208,7 @@ def _chunk_fwd(q, k, v, decay, enter, o, slot_start, slot_len, T, NSEG, scale, H
         tk = _rows(k, rows, valid, h, ik, H, DK)
         tv = _rows(v, rows, valid, h, iv, H, DV)
         scores = _dot(tq, tl.trans(tk), None, DT, IEEE) * dmat
-        out = _dot(scores, tv, _dot(tq, state, None, DT, IEEE) * qdec[:, None], DT, IEEE)
+        out = _dot(scores, tv, _dot(tq, state, None, DT, IEEE) * qdec[:, None], DT, IEEE_AV)
         _store_rows(o, out, rows, valid, h, iv, H, DV)
         w = tl.where(valid, tl.exp2(-(length - 1 - r).to(tl.float32) * s2), 0.0)
         state = _dot(tl.trans(tk), tv * w[:, None], state * tl.exp2(-length.to(tl.float32) * s2), DT, IEEE)
@@ -217,7 +218,7 @@ def _chunk_fwd(q, k, v, decay, enter, o, slot_start, slot_len, T, NSEG, scale, H
 @triton.jit
 def _chunk_bwd_dq(do, k, v, decay, enter, dq, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr,
                   DK: tl.constexpr, DV: tl.constexpr, TK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
-                  SEG: tl.constexpr, VARLEN: tl.constexpr, IEEE: tl.constexpr):
+                  SEG, VARLEN: tl.constexpr, IEEE: tl.constexpr, IEEE_AV: tl.constexpr):
     """``TK`` columns of ``dq = ((do v^T) * D) k + scale lambda^(r+1) do S^T``, sweeping forward from
     ``enter[j, h]`` (rows ``TK`` of the state)."""
     j, h, g0, n, ik = _program(DK, TK, slot_start, slot_len, T, NSEG, SEG, VARLEN)
@@ -236,7 +237,7 @@ def _chunk_bwd_dq(do, k, v, decay, enter, dq, slot_start, slot_len, T, NSEG, sca
         tk = _rows(k, rows, valid, h, ik, H, DK)
         tv = _rows(v, rows, valid, h, iv, H, DV)
         ds = _dot(tdo, tl.trans(tv), None, DT, IEEE) * dmat
-        out = _dot(ds, tk, _dot(tdo, tl.trans(state), None, DT, IEEE) * qdec[:, None], DT, IEEE)
+        out = _dot(ds, tk, _dot(tdo, tl.trans(state), None, DT, IEEE) * qdec[:, None], DT, IEEE_AV)
         _store_rows(dq, out, rows, valid, h, ik, H, DK)
         w = tl.where(valid, tl.exp2(-(length - 1 - r).to(tl.float32) * s2), 0.0)
         state = _dot(tl.trans(tk * w[:, None]), tv, state * tl.exp2(-length.to(tl.float32) * s2), DT, IEEE)
@@ -246,7 +247,7 @@ def _chunk_bwd_dq(do, k, v, decay, enter, dq, slot_start, slot_len, T, NSEG, sca
 @triton.jit
 def _chunk_bwd_dk(q, v, do, decay, arrive, dk, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr,
                   DK: tl.constexpr, DV: tl.constexpr, TK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
-                  SEG: tl.constexpr, VARLEN: tl.constexpr, IEEE: tl.constexpr):
+                  SEG, VARLEN: tl.constexpr, IEEE: tl.constexpr, IEEE_AV: tl.constexpr):
     """``TK`` columns of ``dk = ((v do^T) * D^T) q + lambda^(L-1-c) v X^T``, sweeping the chunks last to first
     with rows ``TK`` of the state gradient ``X`` arriving from the right (``arrive[j, h]``), then
     ``X = lambda^L X + scale (lambda^(r+1) q)^T do``."""
@@ -269,7 +270,7 @@ def _chunk_bwd_dk(q, v, do, decay, arrive, dk, slot_start, slot_len, T, NSEG, sc
         tdo = _rows(do, rows, valid, h, iv, H, DV)
         w = tl.where(valid, tl.exp2(-(length - 1 - r).to(tl.float32) * s2), 0.0)
         ds_t = _dot(tv, tl.trans(tdo), None, DT, IEEE) * dmat_t
-        out = _dot(ds_t, tq, _dot(tv, tl.trans(state), None, DT, IEEE) * w[:, None], DT, IEEE)
+        out = _dot(ds_t, tq, _dot(tv, tl.trans(state), None, DT, IEEE) * w[:, None], DT, IEEE_AV)
         _store_rows(dk, out, rows, valid, h, ik, H, DK)
         state = _dot(tl.trans(tq * qdec[:, None]), tdo, state * tl.exp2(-length.to(tl.float32) * s2), DT, IEEE)
 
@@ -278,7 +279,7 @@ def _chunk_bwd_dk(q, v, do, decay, arrive, dk, slot_start, slot_len, T, NSEG, sc
 @triton.jit
 def _chunk_bwd_dv(q, k, do, decay, arrive, dv, slot_start, slot_len, T, NSEG, scale, H: tl.constexpr,
                   DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, TV: tl.constexpr, C: tl.constexpr,
-                  SEG: tl.constexpr, VARLEN: tl.constexpr, IEEE: tl.constexpr):
+                  SEG, VARLEN: tl.constexpr, IEEE: tl.constexpr, IEEE_AV: tl.constexpr):
     """``TV`` columns of ``dv = ((k q^T) * D^T) do + lambda^(L-1-c) k X``, sweeping the chunks last to first
     with columns ``TV`` of the state gradient ``X`` arriving from the right (``arrive[j, h]``)."""
     j, h, g0, n, iv = _program(DV, TV, slot_start, slot_len, T, NSEG, SEG, VARLEN)
@@ -300,7 +301,7 @@ def _chunk_bwd_dv(q, k, do, decay, arrive, dv, slot_start, slot_len, T, NSEG, sc
         tdo = _rows(do, rows, valid, h, iv, H, DV)
         w = tl.where(valid, tl.exp2(-(length - 1 - r).to(tl.float32) * s2), 0.0)
         scores_t = _dot(tk, tl.trans(tq), None, DT, IEEE) * dmat_t
-        out = _dot(scores_t, tdo, _dot(tk, state, None, DT, IEEE) * w[:, None], DT, IEEE)
+        out = _dot(scores_t, tdo, _dot(tk, state, None, DT, IEEE) * w[:, None], DT, IEEE_AV)
         _store_rows(dv, out, rows, valid, h, iv, H, DV)
         state = _dot(tl.trans(tq), tdo * qdec[:, None], state * tl.exp2(-length.to(tl.float32) * s2), DT, IEEE)
 
@@ -389,6 +390,14 @@ def _ieee(x: torch.Tensor) -> bool:
     return x.dtype == torch.float32 or interpreting()
 
 
+def _ieee_av(x: torch.Tensor, tile: int) -> bool:
+    """fp32 operands for the dot whose left operand is an earlier dot's result (``scores @ v`` and its
+    backward twins) when the state tile is narrower than 64. Triton 3.6 on an H100/H200 miscompiles that 16-bit
+    dot for output tiles of 16 or 32 columns with Dk >= 64: wrong rows, and in fp16 an illegal memory access
+    (found by the GPU conformance run: Dk = 64, Dv = 16, T = 1). Head dims of 64 and more never take this."""
+    return _ieee(x) or tile < 64
+
+
 def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor,
               initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float, chunk: int,
               segment: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -405,7 +414,8 @@ def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
     o = torch.empty(b, t, h, dv, dtype=q.dtype, device=q.device)
     wrap_triton(_chunk_fwd)[_grid(dv, lay, h)](
         q, k, v, decay, enter, o, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DK=dk, DV=dv,
-        BK=_pad(dk), TV=_tile(dv, STATE_TILE), C=chunk, SEG=lay.segment, VARLEN=lay.varlen, IEEE=_ieee(q))
+        BK=_pad(dk), TV=_tile(dv, STATE_TILE), C=chunk, SEG=lay.segment, VARLEN=lay.varlen, IEEE=_ieee(q),
+        IEEE_AV=_ieee_av(q, _tile(dv, STATE_TILE)))
     return o, final, enter
 
 
@@ -419,8 +429,10 @@ def chunk_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
     lay = make_layout(b, t, cu_seqlens, segment)
     arrive, dh0 = _states(lay, q, do, decay, dht, scale, chunk, reverse=True)
     common = dict(H=h, DK=dk, DV=dv, C=chunk, SEG=lay.segment, VARLEN=lay.varlen, IEEE=_ieee(q))
-    rows = dict(TK=_tile(dk, STATE_TILE), BV=_pad(dv), **common)  # kernels tiling the state's rows
-    cols = dict(BK=_pad(dk), TV=_tile(dv, STATE_TILE), **common)  # ... and its columns
+    rows = dict(TK=_tile(dk, STATE_TILE), BV=_pad(dv), IEEE_AV=_ieee_av(q, _tile(dk, STATE_TILE)),
+                **common)  # kernels tiling the state's rows
+    cols = dict(BK=_pad(dk), TV=_tile(dv, STATE_TILE), IEEE_AV=_ieee_av(q, _tile(dv, STATE_TILE)),
+                **common)  # ... and its columns
     slots = (lay.slot_start, lay.slot_len, t, lay.n_seg, scale)
     dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     wrap_triton(_chunk_bwd_dq)[_grid(dk, lay, h)](do, k, v, decay, enter, dq, *slots, **rows)

@@ -211,7 +211,7 @@ def _step(q, k, v, decay, state, scale):
     """The step op under torch.compile; eager calls launch the kernel directly (no custom-op dispatch cost)."""
     if torch.compiler.is_compiling():
         return _step_op(q, k, v, decay, state, scale)
-    return step_fwd(q, k, v, decay, state, scale)
+    return step_fwd(q, k, v, decay, state, scale, direct=True)
 
 
 def lightning_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor,

@@ -34,17 +34,22 @@ def _step(q, k, v, decay, state, new_state, o, scale, H: tl.constexpr, DK: tl.co
 
 
 def step_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, state: torch.Tensor | None,
-             scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+             scale: float, *, direct: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k ``[B, 1, H, Dk]``, v ``[B, 1, H, Dv]`` contiguous; decay ``[H]`` fp32; state ``[B, H, Dk, Dv]``
     contiguous (any float dtype) or None (zeros). Returns o ``[B, 1, H, Dv]`` (q's dtype) and the new state
-    ``[B, H, Dk, Dv]`` fp32; ``state`` is not modified."""
+    ``[B, H, Dk, Dv]`` fp32; ``state`` is not modified.
+
+    ``direct``: launch the kernel itself, for eager calls outside a custom op. ``wrap_triton`` outside a
+    ``triton_op`` dispatches through a higher-order op in eager mode too, which cost ~200 us of host time per
+    step on an H200 (measured with bench/lightning.py); inside the op, or traced, the wrapper is needed."""
     b, _, h, dk = q.shape
     dv = v.shape[-1]
     o = torch.empty(b, 1, h, dv, dtype=q.dtype, device=q.device)
     new_state = torch.empty(b, h, dk, dv, dtype=torch.float32, device=q.device)
     bk = max(16, triton.next_power_of_2(dk))
     bv = min(32, max(16, triton.next_power_of_2(dv)))
-    wrap_triton(_step)[(b * h, triton.cdiv(dv, bv))](
+    kernel = _step if direct else wrap_triton(_step)
+    kernel[(b * h, triton.cdiv(dv, bv))](
         q, k, v, decay, state, new_state, o, scale, H=h, DK=dk, DV=dv, BK=bk, BV=bv, HAS_STATE=state is not None,
         num_warps=4)
     return o, new_state
