@@ -11,9 +11,9 @@
 #
 # tests: the Triton kernel tests and the full conformance matrix (fp32, bf16, fp16) with CUDA_LAUNCH_BLOCKING=1,
 #        so an illegal memory access fails the test whose kernel made it (not a later test of the same worker).
-# lightning / infllm: bench/lightning.py and bench/infllm_v2.py. fla autotunes dozens of configs per kernel at its
-#        first call: on a fresh machine compiling them can take minutes, so lightning runs without fla unless
-#        WITH_FLA=1 (give TRITON_CACHE_DIR a directory carried from an earlier run to reuse compiled kernels).
+# lightning / infllm: bench/lightning.py (128K first) and bench/infllm_v2.py. fla autotunes dozens of configs per
+#        kernel at its first call, compiled one after another (minutes on a fresh machine), so lightning runs
+#        without fla unless WITH_FLA=1, which first compiles them in 14 processes (bench/fla_precompile.py, ~80 s).
 # sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K).
 # e2e:   bench/e2e.py with its measurement budget (E2E_BUDGET seconds, default 300).
 set -u
@@ -38,8 +38,14 @@ for s in "${steps[@]}"; do
     case $s in
         tests) CUDA_LAUNCH_BLOCKING=1 step tests 300 python3 -m pytest -q -n 8 -p no:cacheprovider \
                    tests/test_triton_lightning.py tests/test_triton_infllm_v2.py tests/test_kernel_conformance.py ;;
-        lightning) if [ "${WITH_FLA:-0}" = 1 ]; then fla=(); else fla=(--no-fla); fi
-                   step lightning 200 python3 bench/lightning.py "${fla[@]}" --out "$OUT/lightning.md" ;;
+        lightning) if [ "${WITH_FLA:-0}" = 1 ]; then
+                       fla=()
+                       step fla_precompile 210 python3 bench/fla_precompile.py 14
+                   else
+                       fla=(--no-fla)
+                   fi
+                   step lightning 290 python3 bench/lightning.py "${fla[@]}" --lengths 131072 65536 32768 16384 4096 \
+                       --out "$OUT/lightning.md" ;;
         sweep) step sweep 240 python3 bench/lightning_sweep.py ;;
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
