@@ -111,7 +111,7 @@ def resident_bytes(model) -> int:
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
-def measure(model, context: int, chunk: int | None, steps: int, device: torch.device
+def measure(model, context: int, chunk: int | None, steps: int, device: torch.device, cuda_graphs: bool = False
             ) -> tuple[float, list[float], float]:
     """(TTFT s, each decode step's seconds, peak GiB) of one greedy generation from a random prompt of ``context``
     tokens; the peak counts this model's weights, cache and activations (not other models on the card)."""
@@ -119,7 +119,7 @@ def measure(model, context: int, chunk: int | None, steps: int, device: torch.de
     free_memory(device)
     others = torch.cuda.memory_allocated(device) - resident_bytes(model) if device.type == "cuda" else 0
     sync(device)
-    it = stream(model, [prompt], max_new_tokens=steps + 1, prefill_chunk=chunk)
+    it = stream(model, [prompt], max_new_tokens=steps + 1, prefill_chunk=chunk, cuda_graphs=cuda_graphs)
     try:
         start = time.perf_counter()
         next(it)  # prefill + first token (stream syncs: it reads the token on the host)
@@ -141,6 +141,7 @@ class Runner:
     def __init__(self, device: torch.device, steps: int, budget_s: float, chunk: int | None, kernels: KernelLog):
         self.device, self.steps, self.kernels = device, steps, kernels
         self.warm = False  # run an untimed generation (same decode steps) before each timed one
+        self.cuda_graphs = False  # decode with the fixed-shape parts of each step replayed as CUDA graphs
         self.deadline = time.monotonic() + budget_s
         self.ladder = (chunk,) if chunk else CHUNK_LADDER
         self.rung: dict[str, int] = {}
@@ -170,9 +171,9 @@ class Runner:
                 continue  # no smaller than the whole prompt, which failed or is skipped by the ladder
             try:
                 if self.warm:  # as many steps: kernels specialize on divisibility of lengths that grow
-                    measure(model, context, chunk, self.steps, self.device)
+                    measure(model, context, chunk, self.steps, self.device, self.cuda_graphs)
                     free_memory(self.device)
-                ttft, step_s, peak = measure(model, context, chunk, self.steps, self.device)
+                ttft, step_s, peak = measure(model, context, chunk, self.steps, self.device, self.cuda_graphs)
             except Exception as err:  # one configuration failing must not end the benchmark
                 oom, message = is_oom(err), f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
             else:
@@ -233,6 +234,8 @@ def report(header: str, names: tuple[str, str], params: dict[str, int], dtype: t
              f"TTFT = prefill (chunk shown) + first token; decode = {args.decode_steps} steps after it (tok/s: one "
              f"over the median step); "
              + ("each after an untimed generation at the same context." if args.warm else "no untimed run first.")
+             + (" Decode steps replay their fixed-shape parts as CUDA graphs (mixarch.generate.graphs)."
+                if args.cuda_graphs else "")
              + " The fit search below times first runs.", "",
              "| context | model | prefill chunk | TTFT (s) | prefill tok/s | decode tok/s | slowest step (ms) | "
              "peak memory (GiB) | kernels |",
@@ -307,6 +310,9 @@ def parse_args(argv=None):
     p.add_argument("--prefill-chunk", type=int, help="fixed prefill chunk (default: the ladder)")
     p.add_argument("--budget", type=float, default=400, help="seconds for all measurements (default 400)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke run of the script")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="decode with the fixed-shape parts of each step replayed as CUDA graphs, as generate() does "
+                        "by default on CUDA (both models; without it the benchmark decodes eagerly)")
     p.add_argument("--no-warm", dest="warm", action="store_false",
                    help="time first runs (no untimed generation before each timed one)")
     p.add_argument("--breakdown", action="store_true",
@@ -334,6 +340,7 @@ def main(argv=None) -> int:
     names = tuple(models)
     params = {n: m.num_parameters() for n, m in models.items()}
     runner = Runner(device, args.decode_steps, args.budget, args.prefill_chunk, kernels)
+    runner.cuda_graphs = args.cuda_graphs
     for name, model in models.items():  # warm-up (CUDA context, cuBLAS, Triton compilation), not reported
         for context in warmup_contexts(model, args.contexts):
             runner.run(name, model, context)

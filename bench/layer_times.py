@@ -63,7 +63,7 @@ def breakdown(model, context: int, chunk: int | None, steps: int, device: torch.
     the last part, ``rest``, is the wall time not inside a mixer or FFN."""
     prompt = torch.randint(model.resolved.model.vocab_size, (context,)).tolist()
     timer = LayerTimer(model, device)
-    it = stream(model, [prompt], max_new_tokens=steps + 1, prefill_chunk=chunk)
+    it = stream(model, [prompt], max_new_tokens=steps + 1, prefill_chunk=chunk, cuda_graphs=False)  # hooks: eager
     try:
         start = time.perf_counter()
         next(it)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mixarch.generate.graphs import DecodeStep
 from mixarch.generate.sampling import SamplingParams, next_tokens
 from mixarch.model.cache import ModelCache
 from mixarch.model.hybrid import HybridLM
@@ -97,25 +98,27 @@ def _generators(params: Sequence[SamplingParams], device: torch.device) -> list[
 def stream(model: HybridLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 16,
            temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
            stop: Collection[int] = (), prefill_chunk: int | None = None,
-           params: Sequence[SamplingParams] | None = None) -> Iterator[Step]:
+           params: Sequence[SamplingParams] | None = None, cuda_graphs: bool = True) -> Iterator[Step]:
     """Generate continuations of token-id ``prompts`` as one batch: an iterator of :class:`Step`, one per decode
     step (arguments are checked before it is returned).
 
     The keyword sampling arguments apply to every prompt (see :class:`SamplingParams`); ``params`` gives one
-    :class:`SamplingParams` per prompt instead. ``prefill_chunk``: prompt tokens per forward (None: all). The
-    model runs in eval mode (its mode is restored afterwards) under ``torch.inference_mode``.
+    :class:`SamplingParams` per prompt instead. ``prefill_chunk``: prompt tokens per forward (None: all).
+    ``cuda_graphs``: on a CUDA model, replay the decode step's fixed-shape parts as CUDA graphs from the second
+    step on (:mod:`mixarch.generate.graphs`); False decodes eagerly. CPU models always decode eagerly. The model runs in eval mode (its mode is restored afterwards) under
+    ``torch.inference_mode``.
     """
     _check_prompts(prompts, model.resolved.model.vocab_size)
     if prefill_chunk is not None and prefill_chunk < 1:
         raise ValueError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
     params = _row_params(len(prompts), params, max_new_tokens=max_new_tokens, temperature=temperature,
                          top_k=top_k, top_p=top_p, seed=seed, stop=stop)
-    return _steps(model, prompts, params, prefill_chunk)
+    return _steps(model, prompts, params, prefill_chunk, cuda_graphs)
 
 
 @torch.inference_mode()
 def _steps(model: HybridLM, prompts: Sequence[Sequence[int]], params: Sequence[SamplingParams],
-           prefill_chunk: int | None) -> Iterator[Step]:
+           prefill_chunk: int | None, cuda_graphs: bool) -> Iterator[Step]:
     device = model.embed.weight.device
     generators = _generators(params, device)
     was_training = model.training
@@ -123,6 +126,7 @@ def _steps(model: HybridLM, prompts: Sequence[Sequence[int]], params: Sequence[S
     try:
         ids, pad = left_pad(prompts, device=device)
         logits, cache = prefill(model, ids, pad=pad, chunk=prefill_chunk)
+        decode = DecodeStep(model, cache, graphs=cuda_graphs)
         produced = [0] * len(prompts)
         finished = [False] * len(prompts)
         while True:
@@ -142,7 +146,7 @@ def _steps(model: HybridLM, prompts: Sequence[Sequence[int]], params: Sequence[S
             yield Step(tokens, reasons)
             if all(finished):
                 return
-            logits = model(new.unsqueeze(1), cache=cache, logits_to_keep=1)[:, -1]
+            logits = decode(new.unsqueeze(1))
     finally:
         model.train(was_training)
 
@@ -150,10 +154,11 @@ def _steps(model: HybridLM, prompts: Sequence[Sequence[int]], params: Sequence[S
 def generate(model: HybridLM, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 16,
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              seed: int | None = None, stop: Collection[int] = (), prefill_chunk: int | None = None,
-             params: Sequence[SamplingParams] | None = None) -> list[GenerationResult]:
+             params: Sequence[SamplingParams] | None = None, cuda_graphs: bool = True) -> list[GenerationResult]:
     """Generate continuations of token-id ``prompts`` (one batch); arguments as in :func:`stream`."""
     steps = stream(model, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                   top_p=top_p, seed=seed, stop=stop, prefill_chunk=prefill_chunk, params=params)
+                   top_p=top_p, seed=seed, stop=stop, prefill_chunk=prefill_chunk, params=params,
+                   cuda_graphs=cuda_graphs)
     tokens: list[list[int]] = [[] for _ in prompts]
     reasons: list[str] = [""] * len(prompts)
     for step in steps:

@@ -61,6 +61,8 @@ def decay_slopes(params: LightningParams, ctx: LayerContext) -> torch.Tensor:
 class LightningAttention(ProjectedHeads):
     """``forward(x [B, T, D], *, positions [B, T], cache, cu_seqlens) -> [B, T, D]``."""
 
+    static_decode = True  # a decode step replaces cache.state with a tensor of the same shape (mixarch.generate.graphs)
+
     def __init__(self, params: LightningParams, ctx: LayerContext, positional: nn.Module):
         super().__init__(params, ctx, positional)
         inner = self.n_heads * self.head_dim

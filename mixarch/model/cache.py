@@ -111,5 +111,10 @@ class ModelCache:
     def seen_tokens(self) -> int:
         return self.layers[0].seen_tokens if self.layers else 0
 
+    def advance(self, t: int) -> None:
+        """Count ``t`` more consumed tokens in every layer (after a forward)."""
+        for layer in self.layers:
+            layer.seen_tokens += t
+
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers)

@@ -36,11 +36,17 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, *, positions: torch.Tensor, cache: LayerCache | None = None,
                 cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.mixer(self.mixer_norm(x), positions=positions, cache=cache, cu_seqlens=cu_seqlens)
-        x = x + self.residual_scale * h
-        if self.ffn is not None:
-            x = x + self.residual_scale * self.ffn(self.ffn_norm(x))
-        return x
+        return self.ffn_sublayer(self.mixer_sublayer(x, positions=positions, cache=cache, cu_seqlens=cu_seqlens))
+
+    def mixer_sublayer(self, x: torch.Tensor, *, positions: torch.Tensor, cache: LayerCache | None = None,
+                       cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+        """``x + s * mixer(norm(x))``: x ``[B, T, D]``, positions ``[B, T]``."""
+        return x + self.residual_scale * self.mixer(self.mixer_norm(x), positions=positions, cache=cache,
+                                                    cu_seqlens=cu_seqlens)
+
+    def ffn_sublayer(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + s * ffn(norm(x))`` (``x`` itself without an FFN): x ``[B, T, D]``."""
+        return x if self.ffn is None else x + self.residual_scale * self.ffn(self.ffn_norm(x))
 
 
 def build_layer(resolved: ResolvedBlueprint, index: int, host: PluginHost) -> Block:
@@ -100,16 +106,22 @@ class HybridLM(nn.Module):
         """
         b, t = input_ids.shape
         positions = self.positions(b, t, cache, cu_seqlens, input_ids.device)
-        x = self.embed(input_ids)
-        if self.embed_scale != 1.0:
-            x = x * self.embed_scale
+        x = self.embed_tokens(input_ids)
         for i, block in enumerate(self.blocks):
             x = block(x, positions=positions, cache=cache[i] if cache is not None else None, cu_seqlens=cu_seqlens)
         if cache is not None:
-            for layer in cache.layers:
-                layer.seen_tokens += t
+            cache.advance(t)
         if logits_to_keep > 0:
             x = x[:, -logits_to_keep:]
+        return self.logits(x)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Scaled token embeddings ``[B, T, D]`` of ``input_ids`` ``[B, T]``."""
+        x = self.embed(input_ids)
+        return x * self.embed_scale if self.embed_scale != 1.0 else x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm, muP logit divisor and LM head: hidden ``[B, T, D]`` -> logits ``[B, T, V]``."""
         x = self.norm(x)
         if self.logit_divisor != 1.0:
             x = x / self.logit_divisor
