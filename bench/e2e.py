@@ -235,7 +235,7 @@ def report(header: str, names: tuple[str, str], params: dict[str, int], dtype: t
              f"over the median step); "
              + ("each after an untimed generation at the same context." if args.warm else "no untimed run first.")
              + (" Decode steps replay their fixed-shape parts as CUDA graphs (mixarch.generate.graphs)."
-                if args.cuda_graphs else "")
+                if args.cuda_graphs and args.device != "cpu" else " Decode steps run eagerly.")
              + " The fit search below times first runs.", "",
              "| context | model | prefill chunk | TTFT (s) | prefill tok/s | decode tok/s | slowest step (ms) | "
              "peak memory (GiB) | kernels |",
@@ -310,9 +310,9 @@ def parse_args(argv=None):
     p.add_argument("--prefill-chunk", type=int, help="fixed prefill chunk (default: the ladder)")
     p.add_argument("--budget", type=float, default=400, help="seconds for all measurements (default 400)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu for a smoke run of the script")
-    p.add_argument("--cuda-graphs", action="store_true",
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                    help="decode with the fixed-shape parts of each step replayed as CUDA graphs, as generate() does "
-                        "by default on CUDA (both models; without it the benchmark decodes eagerly)")
+                        "by default on CUDA (both models; default); --no-cuda-graphs decodes eagerly")
     p.add_argument("--no-warm", dest="warm", action="store_false",
                    help="time first runs (no untimed generation before each timed one)")
     p.add_argument("--breakdown", action="store_true",
