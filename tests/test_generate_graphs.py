@@ -78,3 +78,57 @@ def test_generate_with_cuda_graphs_equals_without():
     plain = generate(model, prompts, max_new_tokens=20, cuda_graphs=False)
     graphed = generate(model, prompts, max_new_tokens=20)  # the default on CUDA
     assert [r.tokens for r in graphed] == [r.tokens for r in plain]
+
+
+def test_plan_skips_missing_ffns_and_honours_an_ffn_opt_out():
+    model = hybrid_model("blueprints/sala-tiny.yaml")
+    model.blocks[1].ffn = None  # a block without FFN sublayer
+    model.blocks[2].ffn.static_decode = False  # e.g. data-dependent routing
+    units = {u: static for static, group in plan(model) for u in group}
+    assert Unit("ffn", 1) not in units and units[Unit("ffn", 2)] is False and units[Unit("ffn", 3)] is True
+    eager, decomposed = _eager_and_units(model, PROMPTS, 4, graphs=False)
+    torch.testing.assert_close(decomposed, eager, rtol=0, atol=0)
+
+
+@CUDA
+def test_replays_follow_cache_changes_made_outside():
+    """An eager forward on the cache between graphed steps (a forced token) replaces the Lightning states; the
+    next replays must continue from them."""
+    model = build_model(mixarch.resolve("blueprints/sala-tiny.yaml"), seed=1, device="cuda",
+                        dtype=torch.float32).eval()
+    ids, pad = left_pad([list(range(1, 40)), [5, 6, 7]], device="cuda")
+    runs = []
+    for graphs in (False, True):
+        with torch.inference_mode():
+            logits, cache = prefill(model, ids, pad=pad)
+            step = DecodeStep(model, cache, graphs=graphs)
+            seen = []
+            for i in range(12):
+                tokens = logits.argmax(-1, keepdim=True)
+                if i == 6:  # forced token through the model's own forward
+                    logits = model(torch.full_like(tokens, 11), cache=cache, logits_to_keep=1)[:, -1]
+                else:
+                    logits = step(tokens)
+                seen.append(logits.clone())
+        runs.append(torch.stack(seen))
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-4)
+
+
+@CUDA
+def test_a_unit_that_cannot_be_captured_runs_eagerly_with_a_warning(monkeypatch):
+    from mixarch.mixers.lightning import LightningAttention
+
+    forward = LightningAttention.forward
+
+    def syncing(self, x, **kwargs):  # a host sync: not capturable
+        float(x.sum())
+        return forward(self, x, **kwargs)
+
+    model = build_model(mixarch.resolve("blueprints/sala-tiny.yaml"), seed=1, device="cuda",
+                        dtype=torch.float32).eval()
+    prompts = [list(range(1, 40)), [5, 6, 7]]
+    plain = generate(model, prompts, max_new_tokens=12, cuda_graphs=False)
+    monkeypatch.setattr(LightningAttention, "forward", syncing)
+    with pytest.warns(RuntimeWarning, match="could not be captured"):
+        graphed = generate(model, prompts, max_new_tokens=12)
+    assert [r.tokens for r in graphed] == [r.tokens for r in plain]

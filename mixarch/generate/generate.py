@@ -105,7 +105,8 @@ def stream(model: HybridLM, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     The keyword sampling arguments apply to every prompt (see :class:`SamplingParams`); ``params`` gives one
     :class:`SamplingParams` per prompt instead. ``prefill_chunk``: prompt tokens per forward (None: all).
     ``cuda_graphs``: on a CUDA model, replay the decode step's fixed-shape parts as CUDA graphs from the second
-    step on (:mod:`mixarch.generate.graphs`); False decodes eagerly. CPU models always decode eagerly. The model runs in eval mode (its mode is restored afterwards) under
+    step on (:mod:`mixarch.generate.graphs`) when some row may decode ``MIN_GRAPH_STEPS`` (8) tokens or more;
+    False decodes eagerly. CPU models always decode eagerly. The model runs in eval mode (its mode is restored afterwards) under
     ``torch.inference_mode``.
     """
     _check_prompts(prompts, model.resolved.model.vocab_size)
@@ -114,6 +115,18 @@ def stream(model: HybridLM, prompts: Sequence[Sequence[int]], *, max_new_tokens:
     params = _row_params(len(prompts), params, max_new_tokens=max_new_tokens, temperature=temperature,
                          top_k=top_k, top_p=top_p, seed=seed, stop=stop)
     return _steps(model, prompts, params, prefill_chunk, cuda_graphs)
+
+
+MIN_GRAPH_STEPS = 8  # fewer decode steps do not repay a capture (a device sync and a warm-up per run)
+
+
+def _decoder(model: HybridLM, cache: ModelCache, ids: torch.Tensor, params: Sequence[SamplingParams],
+             cuda_graphs: bool):
+    """``tokens [B, 1] -> logits [B, V]`` of one decode step: a :class:`DecodeStep` replaying CUDA graphs, or the
+    model's own forward (CPU, ``cuda_graphs=False``, or too few steps to repay the capture)."""
+    if cuda_graphs and ids.is_cuda and max(p.max_new_tokens for p in params) >= MIN_GRAPH_STEPS:
+        return DecodeStep(model, cache, graphs=True)
+    return lambda tokens: model(tokens, cache=cache, logits_to_keep=1)[:, -1]
 
 
 @torch.inference_mode()
@@ -126,7 +139,7 @@ def _steps(model: HybridLM, prompts: Sequence[Sequence[int]], params: Sequence[S
     try:
         ids, pad = left_pad(prompts, device=device)
         logits, cache = prefill(model, ids, pad=pad, chunk=prefill_chunk)
-        decode = DecodeStep(model, cache, graphs=cuda_graphs)
+        decode = _decoder(model, cache, ids, params, cuda_graphs)
         produced = [0] * len(prompts)
         finished = [False] * len(prompts)
         while True:

@@ -21,7 +21,7 @@ machines without CUDA.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -39,17 +39,24 @@ class Unit:
 
 
 def static_decode(model: HybridLM, unit: Unit) -> bool:
-    """Whether ``unit`` has the same shapes at every decode step (and may be replayed from a CUDA graph)."""
+    """Whether ``unit`` has the same shapes at every decode step (and may be replayed from a CUDA graph): mixers
+    that set ``static_decode = True``; FFNs unless they set ``static_decode = False`` (e.g. data-dependent
+    routing); the embedding and the head."""
     if unit.kind == "mixer":
         return bool(getattr(model.blocks[unit.layer].mixer, "static_decode", False))
+    if unit.kind == "ffn":
+        return bool(getattr(model.blocks[unit.layer].ffn, "static_decode", True))
     return True
 
 
 def plan(model: HybridLM) -> list[tuple[bool, list[Unit]]]:
-    """The step's units in order, grouped into maximal runs: ``(static, units)``."""
+    """The step's units in order (no FFN unit for blocks without an FFN), grouped into maximal runs:
+    ``(static, units)``."""
     units = [Unit("embed")]
-    for i, _ in enumerate(model.blocks):
-        units += [Unit("mixer", i), Unit("ffn", i)]
+    for i, block in enumerate(model.blocks):
+        units.append(Unit("mixer", i))
+        if block.ffn is not None:
+            units.append(Unit("ffn", i))
     units.append(Unit("head"))
     runs: list[tuple[bool, list[Unit]]] = []
     for unit in units:
@@ -102,38 +109,50 @@ def _get(cache: ModelCache, key: tuple[int, str]) -> torch.Tensor | None:
 
 
 class _GraphedRun:
-    """One run of fixed-shape units captured as a CUDA graph, with static input, position and output buffers."""
+    """One run of fixed-shape units captured as a CUDA graph, with static input, position and output buffers and
+    the run's cache tensors (updated in place by each replay)."""
 
     def __init__(self, model: HybridLM, units: list[Unit], x: torch.Tensor, positions: torch.Tensor,
                  cache: ModelCache, stream: torch.cuda.Stream):
         self.x, self.positions = x.clone(), positions.clone()
-        buffers = _cache_tensors(cache, units)
-        missing = [key for key, t in buffers.items() if t is None]
+        self.buffers = _cache_tensors(cache, units)
+        missing = [key for key, t in self.buffers.items() if t is None]
         if missing:
             raise RuntimeError(f"cannot capture decode units {units}: no cache tensor {missing} after prefill")
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up on the capture stream, on scratch copies of the cache tensors
-            for key, t in buffers.items():
-                _set(cache, key, t.clone())
-            run_units(model, units, self.x, self.positions, cache)
-            for key, t in buffers.items():
-                _set(cache, key, t)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: a server's other threads may use the GPU while this one captures
-        with torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
-            self.out = run_units(model, units, self.x, self.positions, cache)
-            for key, before in buffers.items():
-                after = _get(cache, key)
-                if after is not before:
-                    if after is None or after.shape != before.shape or after.dtype != before.dtype:
-                        raise RuntimeError(f"decode unit of layer {key[0]} changed the shape of its cache "
-                                           f"tensor {key[1]}: it cannot be marked static_decode")
-                    before.copy_(after)
-        for key, before in buffers.items():
+        device = x.device
+        try:
+            torch.cuda.current_stream(device).synchronize()  # capture starts from a quiet device
+            with torch.cuda.device(device), torch.cuda.stream(stream):
+                # warm-up on the capture stream (lazy handles, workspaces), on scratch copies of the cache tensors
+                for key, t in self.buffers.items():
+                    _set(cache, key, t.clone())
+                run_units(model, units, self.x, self.positions, cache)
+                self._restore(cache)
+                stream.synchronize()
+                self.graph = torch.cuda.CUDAGraph()
+                # thread_local: a server's other threads may use the GPU while this one captures
+                with torch.cuda.graph(self.graph, stream=stream, capture_error_mode="thread_local"):
+                    self.out = run_units(model, units, self.x, self.positions, cache)
+                    for key, before in self.buffers.items():
+                        after = _get(cache, key)
+                        if after is not before:
+                            if after is None or after.shape != before.shape or after.dtype != before.dtype:
+                                raise RuntimeError(f"decode unit of layer {key[0]} changed the shape of its cache "
+                                                   f"tensor {key[1]}: it cannot be marked static_decode")
+                            before.copy_(after)
+        finally:  # capture computes nothing: the original tensors still hold the cache, whatever happened
+            self._restore(cache)
+
+    def _restore(self, cache: ModelCache) -> None:
+        for key, before in self.buffers.items():
             _set(cache, key, before)
 
-    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor, cache: ModelCache) -> torch.Tensor:
+        for key, before in self.buffers.items():  # the cache was changed from outside (an eager forward)
+            current = _get(cache, key)
+            if current is not before:
+                before.copy_(current)
+                _set(cache, key, before)
         self.x.copy_(x)
         self.positions.copy_(positions)
         self.graph.replay()
@@ -143,13 +162,19 @@ class _GraphedRun:
 class DecodeStep:
     """``step(tokens [B, 1]) -> logits [B, V]``: one decode step of ``model`` over ``cache`` (which it advances),
     equal to ``model(tokens, cache=cache, logits_to_keep=1)[:, -1]``, its fixed-shape runs replayed as CUDA graphs
-    from the second call on (``graphs=True``, CUDA only) or run eagerly (``graphs=False``)."""
+    from the second call on (``graphs=True``, CUDA only) or run eagerly (``graphs=False``).
+
+    The logits are a new tensor each call. A run whose capture fails (an operation that cannot be captured in a
+    unit marked static) runs eagerly from then on, with a warning naming it and the error. The units call the
+    model's modules directly: a ``torch.compile``-wrapped model decodes uncompiled here.
+    """
 
     def __init__(self, model: HybridLM, cache: ModelCache, *, graphs: bool = True):
         self.model, self.cache, self.graphs = model, cache, graphs
         self.runs = plan(model)
         self.calls = 0
-        self.captured: list[Callable[..., torch.Tensor] | None] = [None] * len(self.runs)
+        self.captured: list[_GraphedRun | None] = [None] * len(self.runs)
+        self.eager_only: set[int] = set()
         self.stream: torch.cuda.Stream | None = None
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -158,14 +183,22 @@ class DecodeStep:
         capture = self.graphs and tokens.is_cuda and self.calls >= 1
         if capture and self.stream is None:
             self.stream = torch.cuda.Stream(device=tokens.device)
-        x = tokens
+        x, graphed = tokens, False
         for index, (static, units) in enumerate(self.runs):
-            if static and capture:
-                if self.captured[index] is None:
+            graphed = static and capture and index not in self.eager_only
+            if graphed and self.captured[index] is None:
+                try:
                     self.captured[index] = _GraphedRun(self.model, units, x, positions, self.cache, self.stream)
-                x = self.captured[index](x, positions)
+                except Exception as err:  # noqa: BLE001 - reported, and the run stays correct eagerly
+                    warnings.warn(f"decode units {[(u.kind, u.layer) for u in units]} could not be captured as a "
+                                  f"CUDA graph and run eagerly: {type(err).__name__}: {err}", RuntimeWarning,
+                                  stacklevel=2)
+                    self.eager_only.add(index)
+                    graphed = False
+            if graphed:
+                x = self.captured[index](x, positions, self.cache)
             else:
                 x = run_units(self.model, units, x, positions, self.cache)
         self.cache.advance(1)
         self.calls += 1
-        return x
+        return x.clone() if graphed else x  # a replayed head writes the same buffer at every step

@@ -16,11 +16,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 # on Hopper, cuDNN attention, builds an execution graph per key length, and decode's key length grows every step.
 # Measured on an H200 (torch 2.11, q_len 1, 16/2 heads of 128, 128K keys): ~34 ms per call at each new length
 # against 0.1 ms for flash; an all-softmax 1B model decoded at ~50 ms per token instead of ~14 (bench/e2e.py).
-_GROWING_KEYS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
 def _backends(q: torch.Tensor, t_q: int, t_k: int):
-    return sdpa_kernel(_GROWING_KEYS) if q.is_cuda and t_q != t_k else contextlib.nullcontext()
+    """The enabled SDPA backends minus cuDNN for calls with growing keys on CUDA (unchanged if cuDNN is off, or
+    if it is the only one on: the user's choice)."""
+    if not (q.is_cuda and t_q != t_k and torch.backends.cuda.cudnn_sdp_enabled()):
+        return contextlib.nullcontext()
+    cuda = torch.backends.cuda
+    allowed = [backend for backend, on in ((SDPBackend.FLASH_ATTENTION, cuda.flash_sdp_enabled()),
+                                           (SDPBackend.EFFICIENT_ATTENTION, cuda.mem_efficient_sdp_enabled()),
+                                           (SDPBackend.MATH, cuda.math_sdp_enabled())) if on]
+    return sdpa_kernel(allowed) if allowed else contextlib.nullcontext()
 
 
 def attention_mask(t_q: int, t_k: int, *, window: int | None = None, cu_seqlens: torch.Tensor | None = None,
