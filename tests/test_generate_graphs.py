@@ -28,8 +28,9 @@ def test_plan_groups_fixed_shape_units_into_runs():
     assert all(a[0] != b[0] for a, b in zip(runs, runs[1:]))  # runs are maximal
 
 
-def _eager_and_units(model, prompts, steps, *, graphs, device="cpu"):
-    """Logits of ``steps`` greedy decode steps: through model(...) and through DecodeStep, from one prefill."""
+def _eager_and_units(model, prompts, steps, *, graphs, device="cpu", force_at=None):
+    """Logits of ``steps`` greedy decode steps: through model(...) and through DecodeStep, from one prefill. At
+    step ``force_at`` both feed token 11 through the model's own forward (a cache change made outside)."""
     ids, pad = left_pad(prompts, device=device)
     out = []
     for use_units in (False, True):
@@ -37,9 +38,12 @@ def _eager_and_units(model, prompts, steps, *, graphs, device="cpu"):
             logits, cache = prefill(model, ids, pad=pad)
             step = DecodeStep(model, cache, graphs=graphs)
             seen = []
-            for _ in range(steps):
+            for i in range(steps):
                 tokens = logits.argmax(-1, keepdim=True)
-                logits = step(tokens) if use_units else model(tokens, cache=cache, logits_to_keep=1)[:, -1]
+                if i == force_at:
+                    logits = model(torch.full_like(tokens, 11), cache=cache, logits_to_keep=1)[:, -1]
+                else:
+                    logits = step(tokens) if use_units else model(tokens, cache=cache, logits_to_keep=1)[:, -1]
                 seen.append(logits.clone())
         out.append(torch.stack(seen))
     return out
@@ -96,22 +100,9 @@ def test_replays_follow_cache_changes_made_outside():
     next replays must continue from them."""
     model = build_model(mixarch.resolve("blueprints/sala-tiny.yaml"), seed=1, device="cuda",
                         dtype=torch.float32).eval()
-    ids, pad = left_pad([list(range(1, 40)), [5, 6, 7]], device="cuda")
-    runs = []
-    for graphs in (False, True):
-        with torch.inference_mode():
-            logits, cache = prefill(model, ids, pad=pad)
-            step = DecodeStep(model, cache, graphs=graphs)
-            seen = []
-            for i in range(12):
-                tokens = logits.argmax(-1, keepdim=True)
-                if i == 6:  # forced token through the model's own forward
-                    logits = model(torch.full_like(tokens, 11), cache=cache, logits_to_keep=1)[:, -1]
-                else:
-                    logits = step(tokens)
-                seen.append(logits.clone())
-        runs.append(torch.stack(seen))
-    torch.testing.assert_close(runs[1], runs[0], rtol=1e-4, atol=1e-4)
+    eager, graphed = _eager_and_units(model, [list(range(1, 40)), [5, 6, 7]], 12, graphs=True, device="cuda",
+                                      force_at=6)
+    torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
 
 
 @CUDA

@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+
 # Backends for calls whose key count differs from their query count (decode, chunked prefill): torch's default
 # on Hopper, cuDNN attention, builds an execution graph per key length, and decode's key length grows every step.
 # Measured on an H200 (torch 2.11, q_len 1, 16/2 heads of 128, 128K keys): ~34 ms per call at each new length
-# against 0.1 ms for flash; an all-softmax 1B model decoded at ~50 ms per token instead of ~14 (bench/e2e.py).
+# against 0.1 ms for flash (bench/sdpa_decode.py); an all-softmax 1B model decoded at ~50 ms per token instead
+# of ~14 (bench/e2e.py).
 def _backends(q: torch.Tensor, t_q: int, t_k: int):
     """The enabled SDPA backends minus cuDNN for calls with growing keys on CUDA (unchanged if cuDNN is off, or
     if it is the only one on: the user's choice)."""
