@@ -14,8 +14,9 @@ local 32, top-96, the released C2 normalizer; ``--exact`` for the exact one), al
    failing mixarch gate stops the run; a failing fla gate drops fla from the tables.
 2. Prefill: median milliseconds (``triton.testing.do_bench``, L2 flushed) of the forward and of forward +
    backward (``torch.autograd.grad`` of o w.r.t. q, k, v): the whole op ``infllm_v2_attention`` with the Triton
-   backends (key compression, stage 1, top-k, stage 2), stage 2 alone, fla ``parallel_nsa`` on the same
-   blocks, SDPA causal, and the torch reference up to ``--ref-max`` tokens (O(T^2) memory). TFLOP/s count the
+   backends (key compression, stage 1, top-k, stage 2), stage 2 alone as the layer calls it (told the forced
+   init + local blocks, which it runs as dense tiles), stage 2 on the same blocks without that hint ("gathers
+   only": every block gathered per query), fla ``parallel_nsa`` on the same blocks, SDPA causal, and the torch reference up to ``--ref-max`` tokens (O(T^2) memory). TFLOP/s count the
    attention matmuls actually needed: stage 2 ``4 * Hq * D * 64 * sum of visible selected keys``, SDPA
    ``2 * Hq * D * T^2`` (causal), backward 2.5x the forward.
 3. Decode at ``--decode-len`` context: one query against the cache (its C1/C2 keys precomputed, as the mixer
@@ -127,8 +128,9 @@ def _gate_case(label: str, t: int, t_q: int | None, exact: bool, fla) -> tuple[l
     do = torch.randn_like(q)
     ref = _grads(lambda q_, k_, v_: sparse_block_attention(q_, k_, v_, idx_ref, block_size=64),
                  [x.float() for x in (q, k, v)], do.float())
-    ours = _grads(lambda q_, k_, v_: call("infllm_v2_sparse_attention", q_, k_, v_, idx_ref, block_size=64),
-                  [q, k, v], do)
+    # ours as the layer calls it: told the forced blocks (all selected here), which it runs as dense tiles
+    ours = _grads(lambda q_, k_, v_: call("infllm_v2_sparse_attention", q_, k_, v_, idx_ref, block_size=64,
+                                          **_forcing(GATE)), [q, k, v], do)
     theirs = [None] * 4  # fla's backward needs Tq == Tk
     if fla is not None and t_q is None:
         theirs = _grads(lambda q_, k_, v_: fla[1](q_, k_, v_, idx_ref, scale), [q, k, v], do)
@@ -161,6 +163,11 @@ def _sparse_flops(idx: torch.Tensor, t: int) -> float:
     return 4.0 * (HQ // HKV) * D * keys.sum().item()
 
 
+def _forcing(geo: dict) -> dict:
+    """The forcing arguments :func:`infllm_v2_attention` passes to stage 2."""
+    return dict(init_blocks=geo["init_blocks"], local_blocks=geo["local_blocks"])
+
+
 def _prefill_one(t: int, exact: bool, fla, ref_max: int, quick: bool) -> list[str]:
     layer, ref_layer = _layer(TRITON, SALA, exact), _layer(REFERENCE, SALA, exact)
     q, k, v = _inputs(t)
@@ -168,7 +175,9 @@ def _prefill_one(t: int, exact: bool, fla, ref_max: int, quick: bool) -> list[st
     with torch.no_grad():
         _, idx = layer(q, k, v, return_indices=True)
     fns = {"layer": layer,
-           "stage 2": lambda q_, k_, v_: triton_sparse_block_attention(q_, k_, v_, idx, block_size=64),
+           "stage 2": lambda q_, k_, v_: triton_sparse_block_attention(q_, k_, v_, idx, block_size=64,
+                                                                       **_forcing(SALA)),
+           "gathers only": lambda q_, k_, v_: triton_sparse_block_attention(q_, k_, v_, idx, block_size=64),
            "sdpa": _sdpa_flash}
     if fla is not None:
         fns["fla"] = lambda q_, k_, v_: fla[1](q_, k_, v_, idx, D ** -0.5)
@@ -181,7 +190,7 @@ def _prefill_one(t: int, exact: bool, fla, ref_max: int, quick: bool) -> list[st
             times[name, "fwd"] = time_ms(lambda fn=fn: fn(q, k, v), quick)
         times[name, "fwd+bwd"] = time_ms(lambda fn=fn: torch.autograd.grad(fn(*leaves), leaves, do), quick)
         torch.cuda.empty_cache()
-    flops = {"stage 2": _sparse_flops(idx, t), "sdpa": 2.0 * HQ * D * t * t}
+    flops = {"stage 2": _sparse_flops(idx, t), "gathers only": _sparse_flops(idx, t), "sdpa": 2.0 * HQ * D * t * t}
 
     def cell(name, what):
         if (name, what) not in times:
@@ -195,6 +204,7 @@ def _prefill_one(t: int, exact: bool, fla, ref_max: int, quick: bool) -> list[st
     for what in ("fwd", "fwd+bwd"):
         fla_ratio = f"{times['fla', what] / times['stage 2', what]:.2f}x" if ("fla", what) in times else "-"
         rows.append(f"| {t // 1024}K | {what} | {cell('layer', what)} | {cell('stage 2', what)} | "
+                    f"{cell('gathers only', what)} | "
                     f"{cell('fla', what)} | {cell('sdpa', what)} | {cell('reference', what)} | "
                     f"{times['sdpa', what] / times['layer', what]:.2f}x | {fla_ratio} |")
         print(rows[-1], flush=True)
@@ -223,7 +233,8 @@ def decode(t: int, exact: bool, quick: bool) -> list[str]:
         _, idx = layer(q, k, v, compressed_k=c1, compressed_k2=c2, return_indices=True)
         fns = {
             "triton select + stage 2": lambda: layer(q, k, v, compressed_k=c1, compressed_k2=c2),
-            "triton stage 2 alone": lambda: triton_sparse_block_attention(q, k, v, idx, block_size=64),
+            "triton stage 2 alone": lambda: triton_sparse_block_attention(q, k, v, idx, block_size=64,
+                                                                          **_forcing(SALA)),
             "sdpa (flash) over the whole cache": lambda: _sdpa_flash(q, k, v, causal=False),
         }
         floors = {"triton select + stage 2": _kv_bytes(SALA["topk"] * 64) + (c1.numel() + c2.numel()) * 2,
@@ -271,8 +282,9 @@ def main() -> None:
         print("fla failed the gate: left out of the tables", flush=True)
         fla = None
     table = ["", "Prefill, milliseconds (TFLOP/s of the needed matmuls):", "",
-             "| T | pass | layer (triton) | stage 2 (triton) | fla parallel_nsa, same blocks | SDPA flash causal | "
-             "torch reference | SDPA / layer | fla / stage 2 |", "|---|---|---|---|---|---|---|---|---|"]
+             "| T | pass | layer (triton) | stage 2 (triton) | stage 2, gathers only | fla parallel_nsa, same blocks | "
+             "SDPA flash causal | torch reference | SDPA / layer | fla / stage 2 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(table), flush=True)
     out += table + prefill(lengths, args.exact, fla, args.ref_max, args.quick)
     table = ["", "Decode (one query), microseconds:", "",

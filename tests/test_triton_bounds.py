@@ -26,6 +26,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import mixarch.testing.conformance.infllm_v2  # noqa: E402,F401 - registers recipes
 import mixarch.testing.conformance.lightning  # noqa: E402,F401 - registers recipes
+from mixarch.kernels.triton.infllm_v2 import sparse  # noqa: E402
 from mixarch.kernels.triton.lightning import chunk, op  # noqa: E402
 from mixarch.plugins import get_host  # noqa: E402
 from mixarch.testing.bounds import OutOfBounds, checked_memory  # noqa: E402
@@ -37,11 +38,15 @@ TRITON_OPS = sorted(spec.op for spec in get_host().kernels if spec.backend == "t
 
 @contextlib.contextmanager
 def gpu_tiling():
-    """The Lightning kernels' GPU geometry: 64-token chunks, 64-wide state tiles, segments of >= 256 tokens
+    """The GPU geometry: for Lightning 64-token chunks, 64-wide state tiles, segments of >= 256 tokens
     (``interpreting()`` is what picks the small interpreter geometry; 16-bit operands then go to the dots as on
-    a GPU). The InfLLM-V2 kernels use their GPU tiles under the interpreter already."""
+    a GPU); for InfLLM-V2 the window kernels' and the CSR dk / dv kernel's query tiles of CUDA (the other
+    InfLLM-V2 tiles are the same under the interpreter)."""
+    window_rows, csr_queries = sparse._window_rows, sparse._csr_queries
     with mock.patch.multiple(chunk, CHUNK=64, STATE_TILE=64, interpreting=lambda: False), \
-            mock.patch.object(op, "CHUNK", 64):
+            mock.patch.object(op, "CHUNK", 64), \
+            mock.patch.multiple(sparse, _window_rows=lambda geo, bs, _cuda, kernel: window_rows(geo, bs, True, kernel),
+                                _csr_queries=lambda gp, _cuda: csr_queries(gp, True)):
         yield
 
 
@@ -63,8 +68,8 @@ def _run(op_name: str, case) -> None:
 @pytest.mark.parametrize("op_name", TRITON_OPS)
 @given(data=st.data())
 def test_triton_kernels_stay_in_bounds(op_name, dtype, data):
-    # the Lightning kernels get the GPU's geometry here, so full-size shapes; the InfLLM-V2 kernels keep their
-    # GPU tiles under the interpreter, so the recipes' small shapes already cover their edges (and are faster)
+    # the Lightning kernels get the GPU's geometry here, so full-size shapes; the InfLLM-V2 kernels' GPU tiles
+    # are small enough for the recipes' small shapes to cover their edges (and those are faster)
     # (MIXARCH_BOUNDS_FULL=1: full-size shapes for every op; MIXARCH_BOUNDS_EXAMPLES=N: more examples)
     tiny = not op_name.startswith("lightning") and os.environ.get("MIXARCH_BOUNDS_FULL") != "1"
     with gpu_tiling(), checked_memory():

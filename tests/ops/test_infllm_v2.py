@@ -14,9 +14,12 @@ from mixarch.ops.infllm_v2 import (
     C2_FACTOR,
     CompressedKeyCache,
     compress_keys,
+    forced_blocks,
     num_compressed,
     select_blocks,
+    sparse_block_attention,
     update_compressed,
+    with_forced_blocks,
 )
 from mixarch.testing import assert_close, assert_close_rel, nan_poison
 from mixarch.testing.strategies import (
@@ -343,6 +346,48 @@ def test_stage2_gradients_match_dense_masked_reference(seed, t, h_kv, g, d, cfg,
     rq, rk, rv = torch.autograd.grad(ref, (q64, k64, v64), grad_out.to(F64))
     for name, r, x in (("dq", rq, dq), ("dk", rk, dk), ("dv", rv, dv)):
         assert_close(name, r, x, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=20, **SLOW)
+@given(seed=seeds, t=st.sampled_from((1, 15, 40, 65)), t_q=st.sampled_from((1, 7, 65)), block=st.sampled_from((1, 4, 8)),
+       init=st.integers(0, 2), local=st.sampled_from((None, 0, 1, 3)))
+def test_forced_blocks_follow_the_selection_rule(seed, t, t_q, block, init, local):
+    """forced_blocks lists exactly the blocks the selection forces (b < init or b_t - local <= b <= b_t, b <= b_t),
+    ascending; with_forced_blocks adds them to any selection without repeating a block."""
+    t_q = min(t_q, t)
+    forced = forced_blocks(t_q, t, block_size=block, init_blocks=init, local_blocks=local)
+    gen = torch.Generator().manual_seed(seed)
+    nb = math.ceil(t / block)
+    idx = torch.stack([torch.randperm(nb + 1, generator=gen)[:3] - 1 for _ in range(t_q)]).view(1, 1, t_q, -1)
+    union = with_forced_blocks(idx, t, block_size=block, init_blocks=init, local_blocks=local)
+    for i in range(t_q):
+        b_t = (t - t_q + i) // block
+        want = [b for b in range(b_t + 1) if b < init or (local is not None and b >= b_t - local)]
+        assert [b for b in forced[i].tolist() if b >= 0] == want
+        got = [b for b in union[0, 0, i].tolist() if b >= 0]
+        assert len(got) == len(set(got)), got  # (``-1`` may repeat: the selection's padding)
+        assert set(got) == set(want) | {b for b in idx[0, 0, i].tolist() if b >= 0}
+
+
+@settings(max_examples=12, **SLOW)
+@given(seed=seeds, t=st.sampled_from((15, 40, 65)), t_q=st.sampled_from((1, 9, 65)), g=st.sampled_from((1, 3)),
+       init=st.integers(0, 2), local=st.sampled_from((None, 0, 2)))
+def test_stage2_forced_blocks_equal_selecting_them(seed, t, t_q, g, init, local):
+    """sparse_block_attention with forcing attends to the union of the selection and the forced blocks."""
+    t_q = min(t_q, t)
+    q = seeded_randn((1, t_q, 2 * g, 16), seed)
+    k, v = (seeded_randn((1, t, 2, 16), seed + i) for i in (1, 2))
+    block = 8
+    own = ((torch.arange(t_q) + t - t_q) // block).view(1, 1, t_q, 1).expand(1, 2, t_q, 1)
+    idx = torch.cat([own, torch.full((1, 2, t_q, 1), -1)], -1)  # the own block, so every row sees a key
+    got = sparse_block_attention(q, k, v, idx, block_size=block, init_blocks=init, local_blocks=local)
+    union = with_forced_blocks(idx, t, block_size=block, init_blocks=init, local_blocks=local)
+    want = sparse_block_attention(q, k, v, union, block_size=block)
+    assert_close("o", want, got, rtol=0, atol=0)
+    if init == 0 and local is None:
+        assert torch.equal(union, idx)
+    with pytest.raises(ValueError, match="local_blocks"):
+        sparse_block_attention(q, k, v, idx, block_size=block, local_blocks=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,13 @@
   (its module doc states the exact selection semantics and how they relate to the released code and paper).
 """
 
-from mixarch.ops.infllm_v2.attention import infllm_v2_attention, selected_token_mask, sparse_block_attention
+from mixarch.ops.infllm_v2.attention import (
+    forced_blocks,
+    infllm_v2_attention,
+    selected_token_mask,
+    sparse_block_attention,
+    with_forced_blocks,
+)
 from mixarch.ops.infllm_v2.compress import (
     C2_FACTOR,
     CompressedKeyCache,
@@ -21,6 +27,7 @@ __all__ = [
     "CompressedKeyCache",
     "block_scores",
     "compress_keys",
+    "forced_blocks",
     "infllm_v2_attention",
     "num_compressed",
     "select_blocks",
@@ -28,4 +35,5 @@ __all__ = [
     "sparse_block_attention",
     "stage1_scores",
     "update_compressed",
+    "with_forced_blocks",
 ]

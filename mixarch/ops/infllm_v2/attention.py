@@ -16,6 +16,51 @@ from mixarch.ops.infllm_v2.select import block_scores, select_blocks, stage1_sco
 from mixarch.ops.softmax import _check, attention_mask, softmax_attention
 
 
+def check_forcing(init_blocks: int, local_blocks: int | None) -> None:
+    """ValueError unless ``init_blocks >= 0`` and ``local_blocks`` is None or ``>= 0``."""
+    if init_blocks < 0 or (local_blocks is not None and local_blocks < 0):
+        raise ValueError(f"init_blocks must be >= 0 and local_blocks None or >= 0 (got {init_blocks}, "
+                         f"{local_blocks})")
+
+
+def forced_blocks(t_q: int, t_k: int, *, block_size: int, init_blocks: int, local_blocks: int | None,
+                  device=None) -> torch.Tensor:
+    """The forced blocks of each query as int64 ``[Tq, init_blocks + local_blocks + 1]``, ascending, ``-1`` padded.
+
+    Query ``i`` sits at position ``t = Tk - Tq + i`` in block ``b_t = t // block_size``; its forced blocks are
+    ``b < init_blocks`` and ``b_t - local_blocks <= b <= b_t`` (the selection's forcing rule,
+    :func:`~mixarch.ops.infllm_v2.select.block_scores`), all ``<= b_t``. ``local_blocks=None``: init blocks only.
+    """
+    n_local = -1 if local_blocks is None else local_blocks
+    width = max(init_blocks + n_local + 1, 0)
+    bt = (torch.arange(t_q, device=device) + (t_k - t_q)) // block_size
+    w_lo = (bt - n_local).clamp(min=0) if local_blocks is not None else bt + 1  # window [w_lo, b_t]
+    n_init = w_lo.clamp(max=init_blocks)  # init blocks below the window
+    j = torch.arange(width, device=device)
+    blk = torch.where(j < n_init[:, None], j, w_lo[:, None] + j - n_init[:, None])
+    return torch.where(blk <= bt[:, None], blk, torch.full_like(blk, -1))
+
+
+def with_forced_blocks(indices: torch.Tensor, t_k: int, *, block_size: int, init_blocks: int = 0,
+                       local_blocks: int | None = None) -> torch.Tensor:
+    """``indices`` ``[B, Hkv, Tq, n]`` joined with every query's :func:`forced_blocks`: ``[B, Hkv, Tq, F + n]``,
+    the forced blocks first, then ``indices`` with the forced blocks among them replaced by ``-1`` (each block
+    appears once). Without forcing (``init_blocks=0``, ``local_blocks=None``) ``indices`` itself."""
+    check_forcing(init_blocks, local_blocks)
+    if init_blocks == 0 and local_blocks is None:
+        return indices
+    t_q = indices.shape[2]
+    forced = forced_blocks(t_q, t_k, block_size=block_size, init_blocks=init_blocks, local_blocks=local_blocks,
+                           device=indices.device).to(indices.dtype)
+    bt = ((torch.arange(t_q, device=indices.device) + (t_k - t_q)) // block_size)[:, None]
+    in_forcing = indices < init_blocks
+    if local_blocks is not None:
+        in_forcing = in_forcing | (indices >= bt - local_blocks)
+    is_forced = (indices >= 0) & (indices <= bt) & in_forcing
+    free = torch.where(is_forced, torch.full_like(indices, -1), indices)
+    return torch.cat([forced.expand(*indices.shape[:-1], forced.shape[-1]), free], dim=-1)
+
+
 def selected_token_mask(indices: torch.Tensor, t_k: int, *, block_size: int) -> torch.Tensor:
     """Boolean ``[B, Hkv, Tq, Tk]``: key ``i`` lies in a selected block of the query and ``i <= t``.
 
@@ -24,13 +69,14 @@ def selected_token_mask(indices: torch.Tensor, t_k: int, *, block_size: int) -> 
     t_q = indices.shape[2]
     nb = math.ceil(t_k / block_size)
     sel = torch.zeros(indices.shape[:-1] + (nb + 1,), dtype=torch.bool, device=indices.device)
-    sel.scatter_(-1, torch.where(indices < 0, torch.full_like(indices, nb), indices), True)
+    sel.scatter_(-1, torch.where((indices < 0) | (indices >= nb), torch.full_like(indices, nb), indices), True)
     tokens = sel[..., :nb].repeat_interleave(block_size, dim=-1)[..., :t_k]
     return tokens & attention_mask(t_q, t_k, device=indices.device)
 
 
 def sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor, *,
-                           block_size: int, scale: float | None = None) -> torch.Tensor:
+                           block_size: int, scale: float | None = None, init_blocks: int = 0,
+                           local_blocks: int | None = None) -> torch.Tensor:
     """Stage 2: exact softmax attention of every query head over the causal tokens of its group's blocks.
 
     Args:
@@ -38,6 +84,11 @@ def sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, in
         indices: ``[B, Hkv, Tq, n]`` int block indices, ``-1`` = none; query head ``h`` uses KV group
             ``h // (Hq / Hkv)``. Every query must have a selected block containing a key at or before it
             (its own block always is, when selected by :func:`infllm_v2_attention`), else its row is NaN.
+        init_blocks, local_blocks: forced blocks attended besides ``indices`` (:func:`forced_blocks`: blocks
+            ``b < init_blocks`` and ``b_t - local_blocks <= b <= b_t``; ``None``: no local blocks). A block both
+            forced and in ``indices`` counts once. :func:`infllm_v2_attention` passes its forcing geometry when
+            every forced block is selected anyway, which lets kernels run the forced blocks, common to all
+            queries of a block, as dense tiles.
     Returns:
         ``[B, Tq, Hq, Dv]`` in ``q``'s dtype, computed in fp32 (fp64 for fp64 inputs); differentiable in
         ``q``, ``k``, ``v``.
@@ -47,6 +98,8 @@ def sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, in
     t_k, h_kv = k.shape[1], k.shape[2]
     scale = d ** -0.5 if scale is None else scale
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    indices = with_forced_blocks(indices, t_k, block_size=block_size, init_blocks=init_blocks,
+                                 local_blocks=local_blocks)
     mask = selected_token_mask(indices, t_k, block_size=block_size)  # [B, Hkv, Tq, Tk]
     qg = q.to(acc).reshape(b, t_q, h_kv, h_q // h_kv, d)
     logits = torch.einsum("bqhgd,bkhd->bhgqk", qg, k.to(acc)) * scale
@@ -124,7 +177,11 @@ def infllm_v2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bl
         indices = call("infllm_v2_select", q, compressed_k, compressed_k2, t_k, block_size=block_size,
                        kernel_size=kernel_size, kernel_stride=kernel_stride, init_blocks=init_blocks,
                        local_blocks=local_blocks, topk=topk, scale=scale, exact_normalizer=exact_normalizer)
-    o = call("infllm_v2_sparse_attention", q, k, v, indices, block_size=block_size, scale=scale)
+    # every forced block is among the selected ones when top-k has room for them all: stage 2 may then treat
+    # them as forced (kernels run these blocks, shared by all queries of a block, as dense tiles)
+    forcing = (dict(init_blocks=init_blocks, local_blocks=local_blocks)
+               if topk >= init_blocks + local_blocks + 1 else {})
+    o = call("infllm_v2_sparse_attention", q, k, v, indices, block_size=block_size, scale=scale, **forcing)
     return (o, indices) if return_indices else o
 
 

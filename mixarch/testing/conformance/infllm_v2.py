@@ -75,7 +75,11 @@ def sparse_case(data, dtype: torch.dtype, device: str, tiny: bool) -> Case:
     q = seeded_randn((1, t_q, hkv * group, d), seed, dtype=dtype, device=device)
     k = seeded_randn((1, t_k, hkv, d), seed + 1, dtype=dtype, device=device)
     v = seeded_randn((1, t_k, hkv, d), seed + 2, dtype=dtype, device=device)
-    # random valid selections: the query's own block plus random earlier blocks, ascending, -1 padded
+    # forced blocks besides the selection (none; init only; init + local window), which may or may not hold them
+    init, local = data.draw(st.sampled_from([(0, None), (1, None), (1, 0), (0, 2), (1, 2)]), label="forcing")
+    # random valid selections: the query's own block plus random earlier blocks, ascending (the selection's
+    # format) or shuffled (any order is allowed), -1 padded
+    shuffled = data.draw(st.booleans(), label="shuffled")
     gen = torch.Generator().manual_seed(seed)
     pos = torch.arange(t_k - t_q, t_k)
     idx = torch.full((1, hkv, t_q, topk), -1, dtype=torch.int64)
@@ -84,9 +88,13 @@ def sparse_case(data, dtype: torch.dtype, device: str, tiny: bool) -> Case:
             own = t // block
             others = torch.randperm(own, generator=gen)[: topk - 1] if own else torch.empty(0, dtype=torch.int64)
             chosen = torch.sort(torch.cat([others, torch.tensor([own])])).values
+            if shuffled:
+                chosen = chosen[torch.randperm(len(chosen), generator=gen)]
             idx[0, h, i, : len(chosen)] = chosen
-    return Case(args=(q, k, v, idx.to(device)), kwargs=dict(block_size=block, scale=None), grad_args=(0, 1, 2),
-                label=f"Tq={t_q} Tk={t_k} Hkv={hkv} G={group} D={d} block={block} topk={topk}")
+    return Case(args=(q, k, v, idx.to(device)),
+                kwargs=dict(block_size=block, scale=None, init_blocks=init, local_blocks=local), grad_args=(0, 1, 2),
+                label=f"Tq={t_q} Tk={t_k} Hkv={hkv} G={group} D={d} block={block} topk={topk} init={init} "
+                      f"local={local} shuffled={shuffled}")
 
 
 register_conformance(OpConformance(

@@ -67,4 +67,5 @@ def mixarch_register_kernels(register):
              description="Triton stage 1 (fused scores + block pooling) + top-k")
     register("infllm_v2_sparse_attention", "triton", infllm_v2_sparse_attention, priority=10,
              is_available=triton_available, supports=supports_sparse, default_devices=("cuda",),
-             description="Triton block-sparse attention, G heads per tile; CSR backward")
+             description="Triton block-sparse attention: forced blocks as dense tiles, free blocks gathered "
+                         "with G heads per tile; CSR backward")

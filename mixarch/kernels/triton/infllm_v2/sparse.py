@@ -2,26 +2,36 @@
 
 Same function as :func:`mixarch.ops.infllm_v2.attention.sparse_block_attention`. Layouts: ``q`` ``[B, Tq, Hq, D]``,
 ``k`` / ``v`` ``[B, Tk, Hkv, D(v)]``, ``indices`` ``[B, Hkv, Tq, n]`` (distinct block indices per query, any
-order, ``-1`` = none; query head ``h`` uses KV group ``h // G``).
+order, ``-1`` = none; query head ``h`` uses KV group ``h // G``), plus the forced blocks (``init_blocks``,
+``local_blocks``): attended besides ``indices``, counted once when also there.
 
-Forward (``_fwd_kernel``): one program per (query, KV head, slot split). The ``G`` query heads of the group
-are one ``[G, D]`` tile (padded to 16 rows for ``tl.dot``); for each selected block it loads the
-``[block, D]`` key and value tiles once for all ``G`` heads, masks the keys after the query (its own block)
-and ``-1`` slots, and updates an online softmax in fp32; a masked slot issues no memory traffic and the loop
-has no branch, so the loads pipeline. Prefill runs one split (output and log2-sum-exp written directly);
-decode (few queries) splits the slots over programs and ``_combine_kernel`` merges the partial results.
-Traffic: ``n * block * (D + Dv)`` key/value elements per (query, KV head); FLOPs ``2 * G * n * block * (D + Dv)``.
+Forward, prefill (a ``[TOKS * GP, D]`` tile needs at least 16 rows):
+- ``_window_kernel``: the forced blocks (init + local window) are the same for all queries of a block, so they
+  run as dense tiles of ``TOKS`` consecutive queries x the ``G`` heads of a KV group (128 rows), flash-attention
+  style, causal in the queries' own block only; writes a partial ``o`` (fp32) and log2-sum-exp.
+- ``_fwd_kernel``: one program per (query, KV head); the ``G`` query heads are one ``[G, D]`` tile (padded to
+  16 rows for ``tl.dot``). It starts from the window's partial result and gathers the free blocks: for each it
+  loads the ``[block, D]`` key and value tiles once for all ``G`` heads, masks the keys after the query, and
+  updates an online softmax in fp32. A row from the selection (ascending, ``-1`` padded) holds its free blocks
+  in one contiguous run of slots, so forced and padding slots cost nothing; other rows visit every slot, the
+  forced and ``-1`` ones masked (no memory traffic, no branch: the loads pipeline).
+Decode (few queries): ``_fwd_kernel`` alone, the forced blocks first as virtual slots, the slots split over
+programs and merged by ``_combine_kernel``. Traffic of a gather: ``block * (D + Dv)`` key/value elements per
+(query, KV head, block); FLOPs ``2 * G * block * (D + Dv)``.
 
-Backward (dk / dv by a transposed index, no atomics on the common path):
-- ``_dq_kernel``: one program per (query, KV head), the forward's gather again, computes
-  ``delta = rowsum(o * do)`` and ``dq``.
-- the selection is inverted into CSR form with one ``torch.sort`` of the (KV head, block, query) keys, and
-  every block's list of selecting queries is cut into work items of at most ``chunk`` queries
-  (so that the init block, which every query selects, does not serialize the launch);
-- ``_dkv_kernel``: one program per work item keeps the block's ``K``, ``V`` tiles and ``dk``, ``dv``
+Backward:
+- ``_dq_window_kernel`` (the forced blocks' share of ``dq``, dense tiles; also ``delta = rowsum(o * do)``), then
+  ``_dq_kernel`` (the forward's gathers again, adding the free blocks' share);
+- ``_dkv_window_kernel``: per key block, its dk / dv from the queries whose local window holds it (the queries
+  of ``local_blocks + 1`` consecutive blocks), as dense query tiles; stores;
+- the remaining (query, block) pairs (init and free blocks) are inverted into CSR form with one ``torch.sort``
+  of the (KV head, block, query) keys, and every block's list of selecting queries is cut into work items of at
+  most ``chunk`` queries (so that the init block, which every query selects, does not serialize the launch);
+  ``_dkv_kernel``: one program per work item keeps the block's ``K``, ``V`` tiles and ``dk``, ``dv``
   accumulators in registers and gathers its queries ``BQ`` at a time as a ``[BQ*G, D]`` tile (all heads of a
-  query are contiguous). A block with one work item stores its gradients; the items of a block selected by
-  more than ``chunk`` queries add theirs into the fp32 buffer atomically (order-dependent rounding there).
+  query are contiguous). A block with one work item adds its gradients to the window's; the items of a block
+  selected by more than ``chunk`` queries add theirs atomically (order-dependent rounding there).
+Launch configurations: :data:`LAUNCH`, :data:`WINDOW_ROWS`, :data:`DKV_ROWS`.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from mixarch.kernels.triton.infllm_v2.common import LOG2E, as_fp32, dot_args, launch, num_sms, pow2
+from mixarch.ops.infllm_v2.attention import check_forcing, forced_blocks, with_forced_blocks
 
 
 @triton.jit
@@ -45,22 +56,123 @@ def _tile(ptr, rows, row_ok, cols, col_ok, N: tl.constexpr, UPCAST: tl.constexpr
 
 
 @triton.jit
-def _n_slots(idx_ptr, N_IDX: tl.constexpr, N_IDXP: tl.constexpr):
-    """Slots to visit: the valid ones when they come first (the selection's ascending, ``-1``-padded rows; the
-    padding then costs nothing), else all ``N_IDX``."""
-    offs = tl.arange(0, N_IDXP)
-    blk = tl.load(idx_ptr + offs, mask=offs < N_IDX, other=-1)
-    n_valid = tl.sum((blk >= 0).to(tl.int32), 0)
-    first_pad = tl.min(tl.where(blk < 0, offs, N_IDX), 0)
-    return tl.where(first_pad >= n_valid, n_valid, N_IDX)
+def _forced_span(bt, INIT, LOCAL):
+    """``(n_init, w_lo)``: a query in block ``bt`` has the forced blocks ``[0, n_init)`` and ``[w_lo, bt]``
+    (``LOCAL < 0``: no local blocks, ``w_lo = bt + 1``)."""
+    w_lo = tl.where(LOCAL >= 0, tl.maximum(bt - LOCAL, 0), bt + 1)
+    return tl.minimum(INIT, w_lo), w_lo
 
 
 @triton.jit
-def _fwd_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, o_ptr, lse_ptr, acc_ptr, m_ptr, l_ptr, qk_scale, T_Q, T_K,
-                SLOTS, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GM: tl.constexpr,
-                N_IDX: tl.constexpr, N_IDXP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
-                BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, SPLIT: tl.constexpr, UPCAST: tl.constexpr,
-                PREC: tl.constexpr):
+def _index_slots(idx_ptr, INIT, w_lo, N_IDX: tl.constexpr, N_IDXP: tl.constexpr, FORCING: tl.constexpr):
+    """``(lo, hi)``: the slots of an index row to visit. A row whose valid entries come first (the selection's
+    ascending, ``-1``-padded rows): ``[0, n_valid)``, the padding costs nothing; with forcing and an ascending
+    row, only its free blocks ``INIT <= b < w_lo``, which are contiguous there. Else all ``N_IDX``."""
+    offs = tl.arange(0, N_IDXP)
+    blk = tl.load(idx_ptr + offs, mask=offs < N_IDX, other=-1)
+    valid = blk >= 0
+    n_valid = tl.sum(valid.to(tl.int32), 0)
+    packed = tl.min(tl.where(valid, N_IDX, offs), 0) >= n_valid
+    lo = n_valid * 0
+    hi = tl.where(packed, n_valid, N_IDX)
+    if FORCING:
+        nxt = tl.load(idx_ptr + offs + 1, mask=offs + 1 < N_IDX, other=-1)
+        ascending = packed & (tl.sum((valid & (nxt >= 0) & (nxt <= blk)).to(tl.int32), 0) == 0)
+        f_lo = tl.sum((valid & (blk < INIT)).to(tl.int32), 0)
+        f_hi = tl.maximum(tl.sum((valid & (blk < w_lo)).to(tl.int32), 0), f_lo)
+        lo = tl.where(ascending, f_lo, lo)
+        hi = tl.where(ascending, f_hi, hi)
+    return lo, hi
+
+
+@triton.jit
+def _slot_block(idx_row_ptr, s, n_virtual, lo, bt, n_init, w_lo, INIT, FORCING: tl.constexpr):
+    """Block visited at step ``s``: forced block ``s`` for ``s < n_virtual``, else index slot
+    ``lo + s - n_virtual``, ``-1`` when that block is forced (it is visited as a forced block, or was, by
+    :func:`_window_kernel`)."""
+    from_idx = s >= n_virtual
+    blk = tl.load(idx_row_ptr + lo + s - n_virtual, mask=from_idx, other=-1)
+    if FORCING:
+        forced = (blk >= 0) & (blk <= bt) & ((blk < INIT) | (blk >= w_lo))
+        blk = tl.where(forced, -1, blk)
+        blk = tl.where(from_idx, blk, tl.where(s < n_init, s, w_lo + s - n_init))
+    return blk
+
+
+@triton.jit
+def _attend(q, k, v, ok, m, den, acc, qk_scale, PREC: tl.constexpr):
+    """One online-softmax step (log2 domain) of the ``[M, D]`` query tile over a ``[N, D]`` key / value tile;
+    ``ok`` ``[M, N]`` (or broadcastable) marks the visible keys."""
+    s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+    s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    den = den * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+    return m_new, den, acc
+
+
+@triton.jit
+def _window_tile(i_m, i_h, i_b, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+                 TOKS: tl.constexpr, BS: tl.constexpr):
+    """Rows of window tile ``i_m``: ``TOKS`` consecutive queries of one block (``GP`` rows each, head-minor).
+    Returns ``(pos, q_rows, row_ok, n_init, w_lo, n)``: absolute positions, rows of ``q`` (``[B*Tq*Hq, D]``),
+    the valid rows and the tile's forced blocks ``[0, n_init) + [w_lo, w_lo + n - n_init)`` (the last one is
+    the queries' own block)."""
+    start = ((T_K - T_Q) // TOKS + i_m) * TOKS  # absolute position of the tile's first query
+    r = tl.arange(0, TOKS * GP)
+    pos = start + r // GP
+    g = r % GP
+    qi = pos - (T_K - T_Q)
+    row_ok = (qi >= 0) & (qi < T_Q) & (g < G)
+    n_init, w_lo = _forced_span(start // BS, INIT, LOCAL)
+    return pos, (i_b * T_Q + qi) * HQ + i_h * G + g, row_ok, n_init, w_lo, n_init + start // BS + 1 - w_lo
+
+
+@triton.jit
+def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr,
+                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, TOKS: tl.constexpr, D: tl.constexpr,
+                   BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
+                   UPCAST: tl.constexpr, PREC: tl.constexpr):
+    """The forced blocks of ``TOKS`` consecutive queries of one block (they share them) for the ``G`` heads of a
+    KV group, as one ``[TOKS * GP, D]`` tile: partial ``o`` (fp32) and log2-sum-exp for :func:`_fwd_kernel`."""
+    i_m, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // HKV, i_bh % HKV
+    qk_scale = as_fp32(qk_scale)
+    pos, q_rows, row_ok, n_init, w_lo, n = _window_tile(i_m, i_h, i_b, T_Q, T_K, INIT, LOCAL, HQ, G, GP, TOKS, BS)
+    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
+    q = _tile(q_ptr, q_rows, row_ok, offs_d, offs_d < D, D, UPCAST)
+    m = tl.full([TOKS * GP], float("-inf"), tl.float32)
+    den = tl.zeros([TOKS * GP], tl.float32)
+    acc = tl.zeros([TOKS * GP, BDV], tl.float32)
+    for j in range(0, n - 1):  # every block but the last lies before the queries' own: all keys visible
+        blk = tl.where(j < n_init, j, w_lo + j - n_init)
+        kv_rows = (i_b * T_K + blk * BS + offs_s) * HKV + i_h
+        key_ok = offs_s < BS
+        k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
+        v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+        m, den, acc = _attend(q, k, v, key_ok[None, :], m, den, acc, qk_scale, PREC)
+    blk = tl.where(n - 1 < n_init, n - 1, w_lo + n - 1 - n_init)  # the last one (the own block): causal
+    kpos = blk * BS + offs_s
+    key_ok = (offs_s < BS) & (kpos < T_K)
+    kv_rows = (i_b * T_K + kpos) * HKV + i_h
+    k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
+    v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+    m, den, acc = _attend(q, k, v, key_ok[None, :] & (kpos[None, :] <= pos[:, None]), m, den, acc, qk_scale,
+                          PREC)
+    tl.store(po_ptr + q_rows.to(tl.int64)[:, None] * DV + offs_v[None, :], acc / den[:, None],
+             mask=row_ok[:, None] & (offs_v < DV)[None, :])
+    tl.store(plse_ptr + q_rows, m + tl.log2(den), mask=row_ok)
+
+
+@triton.jit
+def _fwd_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, po_ptr, plse_ptr, o_ptr, lse_ptr, acc_ptr, m_ptr, l_ptr, qk_scale,
+                T_Q, T_K, SLOTS, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr,
+                GM: tl.constexpr, N_IDX: tl.constexpr, N_IDXP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+                DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, SPLIT: tl.constexpr,
+                FORCING: tl.constexpr, FROM_PART: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
     i_t, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
@@ -70,27 +182,31 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, o_ptr, lse_ptr, acc_ptr, m_ptr, l_
     offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
     q_rows = (i_b * T_Q + i_t) * HQ + i_h * G + g
     q = _tile(q_ptr, q_rows, row_ok, offs_d, offs_d < D, D, UPCAST)
-    m = tl.full([GM], float("-inf"), tl.float32)
-    den = tl.zeros([GM], tl.float32)
-    acc = tl.zeros([GM, BDV], tl.float32)
-    idx_base = ((i_b * HKV + i_h) * T_Q + i_t).to(tl.int64) * N_IDX
+    if FROM_PART:  # continue from the forced blocks' result (normalized o, log2-sum-exp)
+        m = tl.load(plse_ptr + q_rows, mask=row_ok, other=0.0)
+        den = tl.full([GM], 1.0, tl.float32)
+        acc = tl.load(po_ptr + q_rows.to(tl.int64)[:, None] * DV + offs_v[None, :],
+                      mask=row_ok[:, None] & (offs_v < DV)[None, :], other=0.0)
+    else:
+        m = tl.full([GM], float("-inf"), tl.float32)
+        den = tl.zeros([GM], tl.float32)
+        acc = tl.zeros([GM, BDV], tl.float32)
+    idx_row = idx_ptr + ((i_b * HKV + i_h) * T_Q + i_t).to(tl.int64) * N_IDX
+    bt = pos // BS
+    n_init, w_lo = _forced_span(bt, INIT, LOCAL)
+    lo, hi = _index_slots(idx_row, INIT, w_lo, N_IDX, N_IDXP, FORCING)
+    n_virtual = lo * 0
+    if FORCING and not FROM_PART:  # the forced blocks first, as virtual slots
+        n_virtual += n_init + bt + 1 - w_lo
     s_lo = i_s * SLOTS
-    for slot in range(s_lo, tl.minimum(s_lo + SLOTS, _n_slots(idx_ptr + idx_base, N_IDX, N_IDXP))):
-        blk = tl.load(idx_ptr + idx_base + slot)
+    for s in range(s_lo, tl.minimum(s_lo + SLOTS, n_virtual + hi - lo)):
+        blk = _slot_block(idx_row, s, n_virtual, lo, bt, n_init, w_lo, INIT, FORCING)
         kpos = blk * BS + offs_s
         key_ok = (blk >= 0) & (offs_s < BS) & (kpos <= pos)
         kv_rows = (i_b * T_K + kpos) * HKV + i_h
         k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
         v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        s = tl.where(key_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        den = den * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
-        m = m_new
+        m, den, acc = _attend(q, k, v, key_ok[None, :], m, den, acc, qk_scale, PREC)
     if SPLIT:
         part = (i_bh * tl.num_programs(1) + i_s).to(tl.int64) * T_Q + i_t
         tl.store(m_ptr + part * GM + g, m)
@@ -131,10 +247,58 @@ def _combine_kernel(acc_ptr, m_ptr, l_ptr, o_ptr, lse_ptr, T_Q, NSPLIT, HQ: tl.c
 
 
 @triton.jit
-def _dq_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, idx_ptr, dq_ptr, delta_ptr, qk_scale, scale, T_Q, T_K,
-               HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GM: tl.constexpr, N_IDX: tl.constexpr,
-               N_IDXP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr,
-               BSP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
+def _dq_step(q, do, lse, delta, k, v, ok, dq, qk_scale, PREC: tl.constexpr):
+    """``dq`` (unscaled) plus one ``[N, D]`` key / value tile's share; ``ok`` marks the visible keys."""
+    p = tl.where(ok, tl.exp2(tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale - lse[:, None]), 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+    ds = p * (dp - delta[:, None])
+    return tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
+
+
+@triton.jit
+def _q_side(q_ptr, o_ptr, do_ptr, lse_ptr, q_rows, row_ok, offs_d, offs_v, D: tl.constexpr, DV: tl.constexpr,
+            UPCAST: tl.constexpr):
+    """``(q, do, lse, delta = rowsum(o * do))`` of the given query rows."""
+    q = _tile(q_ptr, q_rows, row_ok, offs_d, offs_d < D, D, UPCAST)
+    do = _tile(do_ptr, q_rows, row_ok, offs_v, offs_v < DV, DV, UPCAST)
+    o = _tile(o_ptr, q_rows, row_ok, offs_v, offs_v < DV, DV, UPCAST)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    return q, do, tl.load(lse_ptr + q_rows, mask=row_ok, other=0.0), delta
+
+
+@triton.jit
+def _dq_window_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, pdq_ptr, delta_ptr, qk_scale, T_Q, T_K, INIT,
+                      LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+                      TOKS: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr,
+                      BS: tl.constexpr, BSP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
+    """The forced blocks' share of ``dq`` (fp32, unscaled) for a :func:`_window_kernel` tile, and ``delta``."""
+    i_m, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // HKV, i_bh % HKV
+    qk_scale = as_fp32(qk_scale)
+    pos, q_rows, row_ok, n_init, w_lo, n = _window_tile(i_m, i_h, i_b, T_Q, T_K, INIT, LOCAL, HQ, G, GP, TOKS, BS)
+    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
+    q, do, lse, delta = _q_side(q_ptr, o_ptr, do_ptr, lse_ptr, q_rows, row_ok, offs_d, offs_v, D, DV, UPCAST)
+    tl.store(delta_ptr + q_rows, delta, mask=row_ok)
+    dq = tl.zeros([TOKS * GP, BD], tl.float32)
+    for j in range(0, n):
+        blk = tl.where(j < n_init, j, w_lo + j - n_init)
+        kpos = blk * BS + offs_s
+        key_ok = (offs_s < BS) & (kpos < T_K)
+        kv_rows = (i_b * T_K + kpos) * HKV + i_h
+        k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
+        v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+        dq = _dq_step(q, do, lse, delta, k, v, key_ok[None, :] & (kpos[None, :] <= pos[:, None]), dq, qk_scale,
+                      PREC)
+    tl.store(pdq_ptr + q_rows.to(tl.int64)[:, None] * D + offs_d[None, :], dq,
+             mask=row_ok[:, None] & (offs_d < D)[None, :])
+
+
+@triton.jit
+def _dq_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, idx_ptr, pdq_ptr, dq_ptr, delta_ptr, qk_scale, scale,
+               T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GM: tl.constexpr,
+               N_IDX: tl.constexpr, N_IDXP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
+               BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, FORCING: tl.constexpr,
+               FROM_PART: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale, scale = as_fp32(qk_scale), as_fp32(scale)
@@ -143,28 +307,40 @@ def _dq_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, idx_ptr, dq_ptr, del
     pos = T_K - T_Q + i_t
     offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
     q_rows = (i_b * T_Q + i_t) * HQ + i_h * G + g
-    q = _tile(q_ptr, q_rows, row_ok, offs_d, offs_d < D, D, UPCAST)
-    do = _tile(do_ptr, q_rows, row_ok, offs_v, offs_v < DV, DV, UPCAST)
-    o = _tile(o_ptr, q_rows, row_ok, offs_v, offs_v < DV, DV, UPCAST)
-    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(delta_ptr + q_rows, delta, mask=row_ok)
-    lse = tl.load(lse_ptr + q_rows, mask=row_ok, other=0.0)
-    dq = tl.zeros([GM, BD], tl.float32)
-    idx_base = ((i_b * HKV + i_h) * T_Q + i_t).to(tl.int64) * N_IDX
-    for slot in range(0, _n_slots(idx_ptr + idx_base, N_IDX, N_IDXP)):
-        blk = tl.load(idx_ptr + idx_base + slot)
+    q, do, lse, delta = _q_side(q_ptr, o_ptr, do_ptr, lse_ptr, q_rows, row_ok, offs_d, offs_v, D, DV, UPCAST)
+    if FROM_PART:  # the forced blocks' share, from _dq_window_kernel (which also stored delta)
+        dq = tl.load(pdq_ptr + q_rows.to(tl.int64)[:, None] * D + offs_d[None, :],
+                     mask=row_ok[:, None] & (offs_d < D)[None, :], other=0.0)
+    else:
+        tl.store(delta_ptr + q_rows, delta, mask=row_ok)
+        dq = tl.zeros([GM, BD], tl.float32)
+    idx_row = idx_ptr + ((i_b * HKV + i_h) * T_Q + i_t).to(tl.int64) * N_IDX
+    bt = pos // BS
+    n_init, w_lo = _forced_span(bt, INIT, LOCAL)
+    lo, hi = _index_slots(idx_row, INIT, w_lo, N_IDX, N_IDXP, FORCING)
+    n_virtual = lo * 0
+    if FORCING and not FROM_PART:  # the forced blocks first, as virtual slots
+        n_virtual += n_init + bt + 1 - w_lo
+    for slot in range(0, n_virtual + hi - lo):
+        blk = _slot_block(idx_row, slot, n_virtual, lo, bt, n_init, w_lo, INIT, FORCING)
         kpos = blk * BS + offs_s
         key_ok = (blk >= 0) & (offs_s < BS) & (kpos <= pos)
         kv_rows = (i_b * T_K + kpos) * HKV + i_h
         k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
         v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
-        s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
-        p = tl.where(key_ok[None, :], tl.exp2(s - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
+        dq = _dq_step(q, do, lse, delta, k, v, key_ok[None, :], dq, qk_scale, PREC)
     tl.store(dq_ptr + q_rows.to(tl.int64)[:, None] * D + offs_d[None, :], (dq * scale).to(dq_ptr.dtype.element_ty),
              mask=row_ok[:, None] & (offs_d < D)[None, :])
+
+
+@triton.jit
+def _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC: tl.constexpr):
+    """``(dk, dv)`` (dk unscaled) plus one ``[M, D]`` query tile's share for a ``[N, D]`` key / value tile;
+    ``ok`` ``[N, M]`` marks the visible (key, query) pairs."""
+    pt = tl.where(ok, tl.exp2(tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale - lse[None, :]), 0.0)
+    dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
+    dst = pt * (tl.dot(v, tl.trans(do), input_precision=PREC) - delta[None, :])
+    return tl.dot(dst.to(q.dtype), q, dk, input_precision=PREC), dv
 
 
 @triton.jit
@@ -205,13 +381,8 @@ def _dkv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, csr_q_ptr, blk_
         do = _tile(do_ptr, q_rows, col_ok, offs_v, offs_v < DV, DV, UPCAST)
         lse = tl.load(lse_ptr + q_rows, mask=col_ok, other=0.0)
         delta = tl.load(delta_ptr + q_rows, mask=col_ok, other=0.0)
-        st = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale  # [BSP, BQ*GP]
         ok = key_ok[:, None] & col_ok[None, :] & (kpos[:, None] <= (T_K - T_Q + qi)[None, :])
-        pt = tl.where(ok, tl.exp2(st - lse[None, :]), 0.0)
-        dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
-        dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
-        dst = pt * (dpt - delta[None, :])
-        dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PREC)
+        dk, dv = _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC)
     dk_ptrs = dk_ptr + kv_rows.to(tl.int64)[:, None] * D + offs_d[None, :]
     dv_ptrs = dv_ptr + kv_rows.to(tl.int64)[:, None] * DV + offs_v[None, :]
     dk_ok = key_ok[:, None] & (offs_d < D)[None, :]
@@ -219,9 +390,49 @@ def _dkv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, csr_q_ptr, blk_
     if shared:
         tl.atomic_add(dk_ptrs, dk * scale, mask=dk_ok)
         tl.atomic_add(dv_ptrs, dv, mask=dv_ok)
-    else:
-        tl.store(dk_ptrs, dk * scale, mask=dk_ok)
-        tl.store(dv_ptrs, dv, mask=dv_ok)
+    else:  # the block's only item; :func:`_dkv_window_kernel` may have stored the local window's share first
+        tl.store(dk_ptrs, tl.load(dk_ptrs, mask=dk_ok, other=0.0) + dk * scale, mask=dk_ok)
+        tl.store(dv_ptrs, tl.load(dv_ptrs, mask=dv_ok, other=0.0) + dv, mask=dv_ok)
+
+
+@triton.jit
+def _dkv_window_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, qk_scale, scale, T_Q, T_K,
+                       INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+                       TOKS: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr,
+                       BS: tl.constexpr, BSP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
+    """dk, dv of key block ``program_id(0)`` from the queries whose local window holds it (the queries of blocks
+    ``kb .. kb + LOCAL``), as ``[TOKS * GP, D]`` query tiles; init blocks are left to the CSR pass. Stores."""
+    kb, i_bh = tl.program_id(0), tl.program_id(1)
+    if kb < INIT:
+        return
+    i_b, i_h = i_bh // HKV, i_bh % HKV
+    qk_scale, scale = as_fp32(qk_scale), as_fp32(scale)
+    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
+    kpos = kb * BS + offs_s
+    key_ok = (offs_s < BS) & (kpos < T_K)
+    kv_rows = (i_b * T_K + kpos) * HKV + i_h
+    k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
+    v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+    dk = tl.zeros([BSP, BD], tl.float32)
+    dv = tl.zeros([BSP, BDV], tl.float32)
+    p_lo = tl.maximum(kb * BS, T_K - T_Q)  # absolute positions of those queries
+    p_hi = tl.minimum((kb + LOCAL + 1) * BS, T_K)
+    r = tl.arange(0, TOKS * GP)
+    g = r % GP
+    for start in range((p_lo // TOKS) * TOKS, p_hi, TOKS):
+        pos = start + r // GP
+        col_ok = (pos >= p_lo) & (pos < p_hi) & (g < G)
+        q_rows = (i_b * T_Q + pos - (T_K - T_Q)) * HQ + i_h * G + g
+        q = _tile(q_ptr, q_rows, col_ok, offs_d, offs_d < D, D, UPCAST)
+        do = _tile(do_ptr, q_rows, col_ok, offs_v, offs_v < DV, DV, UPCAST)
+        lse = tl.load(lse_ptr + q_rows, mask=col_ok, other=0.0)
+        delta = tl.load(delta_ptr + q_rows, mask=col_ok, other=0.0)
+        ok = key_ok[:, None] & col_ok[None, :] & (kpos[:, None] <= pos[None, :])
+        dk, dv = _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC)
+    tl.store(dk_ptr + kv_rows.to(tl.int64)[:, None] * D + offs_d[None, :], dk * scale,
+             mask=key_ok[:, None] & (offs_d < D)[None, :])
+    tl.store(dv_ptr + kv_rows.to(tl.int64)[:, None] * DV + offs_v[None, :], dv,
+             mask=key_ok[:, None] & (offs_v < DV)[None, :])
 
 
 def _geometry(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int) -> dict:
@@ -231,10 +442,37 @@ def _geometry(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int
                 BDV=pow2(v.shape[-1], 16), BS=block_size, BSP=pow2(block_size, 16), **dot_args(q.dtype))
 
 
+#: (num_warps, num_stages) per kernel on CUDA ("_big": query tiles of G * D >= 64 * 128 elements); measured on an
+#: H200 at T = 128K, G = 16, D = 128 (docs/benchmarks.md)
+LAUNCH = {"window": (8, 3), "gather": (4, 3), "gather_big": (8, 3), "dq_window": (8, 2), "dq_gather": (4, 3),
+          "dq_gather_big": (8, 3), "dkv_window": (4, 2), "dkv": (4, 2)}
+#: rows of the window kernels' query tiles on CUDA (``TOKS * GP``), by pass
+WINDOW_ROWS = {"fwd": 128, "dq": 128, "dkv": 64}
+#: rows of the CSR dk / dv kernel's query tiles on CUDA (``BQ * GP``)
+DKV_ROWS = 64
+
+
+def _window_rows(geo: dict, block_size: int, on_cuda: bool, kernel: str) -> int:
+    """Queries per tile of a window kernel (``kernel`` a key of :data:`WINDOW_ROWS`): a power of two dividing
+    ``block_size``, ``[TOKS * GP, D]`` tiles of ``WINDOW_ROWS[kernel]`` rows on CUDA (half for head dimensions
+    over 128), 16 on the interpreter; 0 where the tile would have under 16 rows."""
+    gp = pow2(geo["G"])
+    rows = (WINDOW_ROWS[kernel] // (1 if geo["BD"] <= 128 else 2)) if on_cuda else 16
+    toks = min(max(rows // gp, 1), block_size & -block_size)
+    return toks if toks * gp >= 16 else 0
+
+
+def _csr_queries(gp: int, on_cuda: bool) -> int:
+    """Queries per step of :func:`_dkv_kernel` (``[BQ * GP, D]`` tiles: :data:`DKV_ROWS` rows on CUDA, one query
+    on the interpreter), at least 16 rows."""
+    return max(16 // gp, DKV_ROWS // gp if on_cuda else 1)
+
+
 @triton_op("mixarch::infllm_v2_sparse_fwd_triton", mutates_args=())
 def sparse_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor, block_size: int,
-                  scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(o [B, Tq, Hq, Dv], lse [B, Tq, Hq] fp32, log2 domain)``; see the module doc."""
+                  scale: float, init_blocks: int, local_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(o [B, Tq, Hq, Dv], lse [B, Tq, Hq] fp32, log2 domain)``; ``local_blocks = -1``: none. See the module
+    doc."""
     b, t_q, hq, _ = q.shape
     t_k, hkv = k.shape[1], k.shape[2]
     n_idx = indices.shape[-1]
@@ -244,18 +482,29 @@ def sparse_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     lse = torch.empty((b, t_q, hq), dtype=torch.float32, device=q.device)
     if o.numel() == 0:
         return o, lse
-    nsplit = min(triton.cdiv(2 * num_sms(q.device), t_q * b * hkv), triton.cdiv(n_idx, 2)) if n_idx else 1
-    slots = triton.cdiv(max(n_idx, 1), nsplit)
-    nsplit = triton.cdiv(max(n_idx, 1), slots)
+    forcing = init_blocks > 0 or local_blocks >= 0
+    n_slots = n_idx + (init_blocks + local_blocks + 1 if forcing else 0)  # at most, forced blocks included
+    nsplit = min(triton.cdiv(2 * num_sms(q.device), t_q * b * hkv), triton.cdiv(n_slots, 2)) if n_slots else 1
+    slots = triton.cdiv(max(n_slots, 1), nsplit)
+    nsplit = triton.cdiv(max(n_slots, 1), slots)
     split = nsplit > 1
+    toks = _window_rows(geo, block_size, q.is_cuda, "fwd")
+    window = forcing and not split and toks > 0
     part_shape = (b * hkv * nsplit * t_q, gm) if split else (1, 1)
     m_part = torch.empty(part_shape, dtype=torch.float32, device=q.device)
     l_part = torch.empty_like(m_part)
     acc = torch.empty((*part_shape, geo["BDV"]) if split else (1,), dtype=torch.float32, device=q.device)
+    po = torch.empty(o.shape if window else (1,), dtype=torch.float32, device=q.device)
+    plse = torch.empty(lse.shape if window else (1,), dtype=torch.float32, device=q.device)
+    if window:
+        wrap_triton(_window_kernel)[(triton.cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
+            q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
+            **geo, **launch(*LAUNCH["window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
     wrap_triton(_fwd_kernel)[(t_q, nsplit, b * hkv)](
-        q, k, v, indices, o, lse, acc, m_part, l_part, scale * LOG2E, t_q, t_k, slots, GM=gm, N_IDX=n_idx,
-        N_IDXP=pow2(n_idx), SPLIT=split, **geo, **launch(8 if big else 4, 3))
+        q, k, v, indices, po, plse, o, lse, acc, m_part, l_part, scale * LOG2E, t_q, t_k, slots, init_blocks,
+        local_blocks, GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), SPLIT=split, FORCING=forcing, FROM_PART=window,
+        **geo, **launch(*LAUNCH["gather_big" if big else "gather"]))
     if split:
         nsp = pow2(nsplit)
         dc = max(1, min(geo["BDV"], 8192 // (nsp * gm)))
@@ -297,11 +546,12 @@ def _block_csr(indices: torch.Tensor, t_k: int, block_size: int, chunk: int):
 
 @triton_op("mixarch::infllm_v2_sparse_bwd_triton", mutates_args=())
 def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor, o: torch.Tensor,
-                  lse: torch.Tensor, do: torch.Tensor, block_size: int,
-                  scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  lse: torch.Tensor, do: torch.Tensor, block_size: int, scale: float, init_blocks: int,
+                  local_blocks: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` of :func:`sparse_fwd_op`; see the module doc."""
     b, t_q, hq, _ = q.shape
     t_k, hkv = k.shape[1], k.shape[2]
+    forcing = init_blocks > 0 or local_blocks >= 0
     n_idx = indices.shape[-1]
     geo = _geometry(q, k, v, block_size)
     gm, gp = pow2(geo["G"], 16), pow2(geo["G"])
@@ -309,45 +559,66 @@ def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     delta = torch.empty((b, t_q, hq), dtype=torch.float32, device=q.device)
     dk = torch.zeros(k.shape, dtype=torch.float32, device=q.device)
     dv = torch.zeros(v.shape, dtype=torch.float32, device=q.device)
-    if q.numel() == 0 or n_idx == 0:
+    if q.numel() == 0 or (n_idx == 0 and not forcing):
         return dq.zero_(), dk.to(k.dtype), dv.to(v.dtype)
+    toks = _window_rows(geo, block_size, q.is_cuda, "dq")
+    window = forcing and toks > 0
+    pdq = torch.empty(q.shape if window else (1,), dtype=torch.float32, device=q.device)
+    if window:
+        wrap_triton(_dq_window_kernel)[(triton.cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
+            q, k, v, o, do, lse, pdq, delta, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=gp, TOKS=toks,
+            **geo, **launch(*LAUNCH["dq_window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
     wrap_triton(_dq_kernel)[(t_q, b * hkv)](
-        q, k, v, o, do, lse, indices, dq, delta, scale * LOG2E, scale, t_q, t_k, GM=gm, N_IDX=n_idx,
-        N_IDXP=pow2(n_idx), **geo, **launch(8 if big else 4, 3))
+        q, k, v, o, do, lse, indices, pdq, dq, delta, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks,
+        GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), FORCING=forcing, FROM_PART=window, **geo,
+        **launch(*LAUNCH["dq_gather_big" if big else "dq_gather"]))
+    local = local_blocks if local_blocks >= 0 else None
+    pairs = with_forced_blocks(indices, t_k, block_size=block_size, init_blocks=init_blocks, local_blocks=local)
+    toks = _window_rows(geo, block_size, q.is_cuda, "dkv")
+    if forcing and local is not None and toks > 0:  # the local windows' dk, dv as dense tiles; CSR adds the rest
+        wrap_triton(_dkv_window_kernel)[(triton.cdiv(t_k, block_size), b * hkv)](
+            q, k, v, do, lse, delta, dk, dv, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks, GP=gp,
+            TOKS=toks, **geo, **launch(*LAUNCH["dkv_window"]))
+        n_forced = pairs.shape[-1] - n_idx
+        init = forced_blocks(t_q, t_k, block_size=block_size, init_blocks=init_blocks, local_blocks=None,
+                             device=q.device).to(indices.dtype)
+        pairs = torch.cat([init.expand(b, hkv, t_q, init.shape[-1]), pairs[..., n_forced:]], dim=-1)
     chunk = 256 if q.is_cuda else 3  # small on CPU so that tests reach the shared-block (atomic) path
-    bq = max(16 // gp, 64 // gp if q.is_cuda else 1)
-    csr_q, blk_off, item_off, item_blk = _block_csr(indices, t_k, block_size, chunk)
+    bq = _csr_queries(gp, q.is_cuda)
+    csr_q, blk_off, item_off, item_blk = _block_csr(pairs, t_k, block_size, chunk)
     wrap_triton(_dkv_kernel)[(item_blk.numel(),)](
         q, k, v, do, lse, delta, csr_q, blk_off, item_off, item_blk, dk, dv, scale * LOG2E, scale, t_q, t_k,
-        triton.cdiv(t_k, block_size), blk_off.numel() - 1, chunk, GP=gp, BQ=bq, **geo, **launch(8, 2))
+        triton.cdiv(t_k, block_size), blk_off.numel() - 1, chunk, GP=gp, BQ=bq, **geo, **launch(*LAUNCH["dkv"]))
     return dq, dk.to(k.dtype), dv.to(v.dtype)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, indices, block_size, scale = inputs
+    q, k, v, indices, block_size, scale, init_blocks, local_blocks = inputs
     o, lse = output
     ctx.save_for_backward(q, k, v, indices, o, lse)
-    ctx.block_size, ctx.scale = block_size, scale
+    ctx.geometry = (block_size, scale, init_blocks, local_blocks)
 
 
 def _backward(ctx, do, _dlse):
     q, k, v, indices, o, lse = ctx.saved_tensors
-    dq, dk, dv = sparse_bwd_op(q, k, v, indices, o, lse, do.contiguous(), ctx.block_size, ctx.scale)
-    return dq, dk, dv, None, None, None
+    dq, dk, dv = sparse_bwd_op(q, k, v, indices, o, lse, do.contiguous(), *ctx.geometry)
+    return dq, dk, dv, None, None, None, None, None
 
 
 sparse_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def triton_sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor, *,
-                                  block_size: int, scale: float | None = None) -> torch.Tensor:
+                                  block_size: int, scale: float | None = None, init_blocks: int = 0,
+                                  local_blocks: int | None = None) -> torch.Tensor:
     """Triton ``infllm_v2_sparse_attention``: ``[B, Tq, Hq, Dv]`` in ``q``'s dtype, differentiable in q, k, v.
 
     Same arguments as :func:`mixarch.ops.infllm_v2.attention.sparse_block_attention`; the block indices of a
     query must be distinct. Needs :func:`supports_sparse`.
     """
+    check_forcing(init_blocks, local_blocks)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     o, _ = sparse_fwd_op(q.contiguous(), k.contiguous(), v.contiguous(), indices.contiguous(), block_size,
-                         float(scale))
+                         float(scale), init_blocks, -1 if local_blocks is None else local_blocks)
     return o
