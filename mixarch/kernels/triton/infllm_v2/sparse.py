@@ -534,10 +534,10 @@ def _block_csr(indices: torch.Tensor, t_k: int, block_size: int, chunk: int):
     key = torch.where(valid, (bh * nb + indices) * t_q + query[:, None], n_blk * t_q)
     key = torch.sort(key.flatten()).values
     csr_q = (key % t_q).to(torch.int32)
-    counts = torch.zeros(n_blk + 1, dtype=torch.int64, device=dev).scatter_add_(0, key // t_q,
-                                                                               torch.ones_like(key))[:n_blk]
+    # the keys are sorted by block: each block's queries start where its first key would be inserted
+    blk_off = torch.searchsorted(key // t_q, torch.arange(n_blk + 1, device=dev))
+    counts = blk_off.diff()
     zero = counts.new_zeros(1)
-    blk_off = torch.cat([zero, torch.cumsum(counts, 0)])
     item_off = torch.cat([zero, torch.cumsum((counts + chunk - 1) // chunk, 0)])
     max_items = n_blk + triton.cdiv(key.numel(), chunk)
     item_blk = torch.searchsorted(item_off, torch.arange(max_items, device=dev), right=True) - 1
