@@ -39,7 +39,7 @@ def _qkv(t: int, hkv: int, group: int, d: int, seed: int, t_q: int | None = None
 
 def _run(monkeypatch, kernels: str, q, k, v, **kw):
     monkeypatch.setenv(KERNELS_ENV, kernels)
-    return infllm_v2_attention(q, k, v, return_indices=True, **GEO, **kw)
+    return infllm_v2_attention(q, k, v, return_indices=True, **{**GEO, **kw})
 
 
 def _same_selection(got: torch.Tensor, want: torch.Tensor, q, k, exact: bool) -> None:
@@ -105,6 +105,47 @@ def test_slot_order_does_not_matter(monkeypatch):
     assert ((shuffled[..., :-1] < 0) & (shuffled[..., 1:] >= 0)).any()  # some padding before a valid slot
     torch.testing.assert_close(triton_sparse_block_attention(q, k, v, shuffled, block_size=8),
                                triton_sparse_block_attention(q, k, v, idx, block_size=8), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("t_q", [45, 13, 1])
+def test_forced_blocks_as_dense_tiles(monkeypatch, t_q):
+    """Stage 2 told the forced blocks (dense window tiles in prefill, virtual slots in decode) equals stage 2 on
+    the same selection without the hint, and the reference, in outputs and gradients; chunked prefill starts
+    mid-tile."""
+    from mixarch.kernels.triton.infllm_v2 import sparse
+    from mixarch.ops.infllm_v2 import sparse_block_attention
+
+    geo = dict(GEO, local_blocks=2, topk=5)
+    q, k, v = _qkv(45, 2, 4, 16, seed=13, t_q=t_q)
+    monkeypatch.setenv(KERNELS_ENV, REFERENCE)
+    _, idx = infllm_v2_attention(q, k, v, return_indices=True, **geo)
+    forcing = dict(init_blocks=geo["init_blocks"], local_blocks=geo["local_blocks"])
+    if t_q > 1:  # the window kernels run (an interpreter tile: 4 queries x 4 heads)
+        assert sparse._window_rows(sparse._geometry(q, k, v, 8), 8, False, "fwd") == 4
+    do = seeded_randn(q.shape, 17, device=DEVICE)
+    results = []
+    for fn, kw in ((sparse.triton_sparse_block_attention, forcing), (sparse.triton_sparse_block_attention, {}),
+                   (sparse_block_attention, forcing)):
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        o = fn(*leaves, idx, block_size=8, **kw)
+        results.append([o, *torch.autograd.grad(o, leaves, do)])
+    for got in results[:2]:
+        for name, a, b in zip(("o", "dq", "dk", "dv"), got, results[2]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("kernels", [TRITON, REFERENCE])
+def test_layer_forces_blocks_in_stage_2_only_when_all_are_selected(monkeypatch, kernels):
+    """With top-k below the number of forced blocks the selection drops some of them (the oldest): stage 2 must
+    then attend to exactly the selection, not to every forced block."""
+    from mixarch.ops.infllm_v2 import sparse_block_attention
+
+    geo = dict(GEO, local_blocks=3, topk=3)  # 1 init + 4 local blocks > 3
+    q, k, v = _qkv(60, 1, 2, 16, seed=21)
+    o, idx = _run(monkeypatch, kernels, q, k, v, **{n: geo[n] for n in ("local_blocks", "topk")})
+    torch.testing.assert_close(o, sparse_block_attention(q, k, v, idx, block_size=8), rtol=1e-5, atol=1e-6)
+    with_all = sparse_block_attention(q, k, v, idx, block_size=8, init_blocks=1, local_blocks=3)
+    assert (o - with_all).abs().max() > 1e-3  # forcing them all would have changed the result
 
 
 def test_single_key_gradients_vanish():
