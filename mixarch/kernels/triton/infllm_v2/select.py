@@ -30,9 +30,18 @@ import math
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from mixarch.kernels.triton.infllm_v2.common import LOG2E, as_fp32, dot_args, launch, num_sms, pow2
+from mixarch.kernels.triton.infllm_v2.common import (
+    LOG2E,
+    as_fp32,
+    dot_args,
+    eager,
+    launch,
+    launcher,
+    num_sms,
+    pow2,
+)
 from mixarch.ops.infllm_v2.compress import C2_FACTOR
 
 
@@ -221,6 +230,13 @@ def infllm_v2_select_op(q: torch.Tensor, compressed_k: torch.Tensor, compressed_
                         block_size: int, kernel_size: int, kernel_stride: int, init_blocks: int,
                         local_blocks: int, topk: int, scale: float, exact_normalizer: bool) -> torch.Tensor:
     """Custom-op form of :func:`triton_infllm_v2_select` (positional arguments)."""
+    return _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel_stride, init_blocks,
+                   local_blocks, topk, scale, exact_normalizer, direct=False)
+
+
+def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel_stride, init_blocks, local_blocks,
+            topk, scale, exact_normalizer, *, direct: bool) -> torch.Tensor:
+    """The selection's launches (``direct``: see :func:`~mixarch.kernels.triton.infllm_v2.common.launcher`)."""
     b, t_q, hq, d = q.shape
     n1, hkv = compressed_k.shape[1], compressed_k.shape[2]
     g = hq // hkv
@@ -252,7 +268,7 @@ def infllm_v2_select_op(q: torch.Tensor, compressed_k: torch.Tensor, compressed_
     nsplit_l = min(pow2(triton.cdiv(2 * num_sms(dev), n_q * b * hkv)), pow2(norm_tiles), 64)
     m_part = torch.empty((b * hkv, nsplit_l, t_q, gp), dtype=torch.float32, device=dev)
     l_part = torch.empty_like(m_part)
-    wrap_triton(_lse_kernel)[(n_q, nsplit_l, b * hkv)](
+    launcher(_lse_kernel, direct)[(n_q, nsplit_l, b * hkv)](
         q, c2 if approx else c1, m_part, l_part, qk_scale, t_q, t_k, n_norm, triton.cdiv(norm_tiles, nsplit_l),
         WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, **common, **launch(warps))
 
@@ -260,7 +276,7 @@ def infllm_v2_select_op(q: torch.Tensor, compressed_k: torch.Tensor, compressed_
     scores = torch.empty((b * hkv, t_q, nb), dtype=torch.float32, device=dev)
     score_tiles = triton.cdiv(nb * r, bn)
     nsplit_s = min(triton.cdiv(2 * num_sms(dev), n_q * b * hkv), score_tiles)
-    wrap_triton(_score_kernel)[(n_q, nsplit_s, b * hkv)](
+    launcher(_score_kernel, direct)[(n_q, nsplit_s, b * hkv)](
         q, c1, m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb, triton.cdiv(score_tiles, nsplit_s),
         WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l,
         APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride, **common,
@@ -269,7 +285,7 @@ def infllm_v2_select_op(q: torch.Tensor, compressed_k: torch.Tensor, compressed_
     # 3. forcing + top-k
     nbp = pow2(nb, 16)
     br = max(1, min(pow2(t_q), 4096 // nbp if cuda else 16))
-    wrap_triton(_topk_kernel)[(triton.cdiv(t_q, br), b * hkv)](
+    launcher(_topk_kernel, direct)[(triton.cdiv(t_q, br), b * hkv)](
         scores, out, t_q, t_k, nb, init_blocks, local_blocks, BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk),
         BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1))
     return out
@@ -286,6 +302,6 @@ def triton_infllm_v2_select(q: torch.Tensor, compressed_k: torch.Tensor, compres
     """
     if not exact_normalizer and compressed_k2 is None:
         raise ValueError("the approximate normalizer needs the C2 compressed keys")
-    return infllm_v2_select_op(q.detach(), compressed_k.detach(),
-                               None if compressed_k2 is None else compressed_k2.detach(), t_k, block_size,
-                               kernel_size, kernel_stride, init_blocks, local_blocks, topk, scale, exact_normalizer)
+    args = (q.detach(), compressed_k.detach(), None if compressed_k2 is None else compressed_k2.detach(), t_k,
+            block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, scale, exact_normalizer)
+    return _select(*args, direct=True) if eager() else infllm_v2_select_op(*args)

@@ -41,7 +41,16 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from mixarch.kernels.triton.infllm_v2.common import LOG2E, as_fp32, dot_args, launch, num_sms, pow2
+from mixarch.kernels.triton.infllm_v2.common import (
+    LOG2E,
+    as_fp32,
+    dot_args,
+    eager,
+    launch,
+    launcher,
+    num_sms,
+    pow2,
+)
 from mixarch.ops.infllm_v2.attention import check_forcing, forced_blocks, with_forced_blocks
 
 
@@ -473,6 +482,11 @@ def sparse_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
                   scale: float, init_blocks: int, local_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(o [B, Tq, Hq, Dv], lse [B, Tq, Hq] fp32, log2 domain)``; ``local_blocks = -1``: none. See the module
     doc."""
+    return _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, direct=False)
+
+
+def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, *, direct: bool):
+    """The forward's launches (``direct``: see :func:`~mixarch.kernels.triton.infllm_v2.common.launcher`)."""
     b, t_q, hq, _ = q.shape
     t_k, hkv = k.shape[1], k.shape[2]
     n_idx = indices.shape[-1]
@@ -497,18 +511,18 @@ def sparse_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     po = torch.empty(o.shape if window else (1,), dtype=torch.float32, device=q.device)
     plse = torch.empty(lse.shape if window else (1,), dtype=torch.float32, device=q.device)
     if window:
-        wrap_triton(_window_kernel)[(triton.cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
+        launcher(_window_kernel, direct)[(triton.cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
             **geo, **launch(*LAUNCH["window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
-    wrap_triton(_fwd_kernel)[(t_q, nsplit, b * hkv)](
+    launcher(_fwd_kernel, direct)[(t_q, nsplit, b * hkv)](
         q, k, v, indices, po, plse, o, lse, acc, m_part, l_part, scale * LOG2E, t_q, t_k, slots, init_blocks,
         local_blocks, GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), SPLIT=split, FORCING=forcing, FROM_PART=window,
         **geo, **launch(*LAUNCH["gather_big" if big else "gather"]))
     if split:
         nsp = pow2(nsplit)
         dc = max(1, min(geo["BDV"], 8192 // (nsp * gm)))
-        wrap_triton(_combine_kernel)[(t_q, b * hkv, geo["BDV"] // dc)](
+        launcher(_combine_kernel, direct)[(t_q, b * hkv, geo["BDV"] // dc)](
             acc, m_part, l_part, o, lse, t_q, nsplit, HQ=hq, HKV=hkv, G=geo["G"], GM=gm, DV=geo["DV"],
             BDV=geo["BDV"], NSP=nsp, DC=dc, **launch(4))
     return o, lse
@@ -619,6 +633,8 @@ def triton_sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     """
     check_forcing(init_blocks, local_blocks)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    o, _ = sparse_fwd_op(q.contiguous(), k.contiguous(), v.contiguous(), indices.contiguous(), block_size,
-                         float(scale), init_blocks, -1 if local_blocks is None else local_blocks)
+    args = (q.contiguous(), k.contiguous(), v.contiguous(), indices.contiguous(), block_size, float(scale),
+            init_blocks, -1 if local_blocks is None else local_blocks)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    o, _ = _sparse_fwd(*args, direct=True) if eager() and not needs_grad else sparse_fwd_op(*args)
     return o
