@@ -107,21 +107,28 @@ def test_slot_order_does_not_matter(monkeypatch):
                                triton_sparse_block_attention(q, k, v, idx, block_size=8), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["window tiles", "split slots"])
 @pytest.mark.parametrize("t_q", [45, 13, 1])
-def test_forced_blocks_as_dense_tiles(monkeypatch, t_q):
-    """Stage 2 told the forced blocks (dense window tiles in prefill, virtual slots in decode) equals stage 2 on
-    the same selection without the hint, and the reference, in outputs and gradients; chunked prefill starts
-    mid-tile."""
+def test_forced_blocks_as_dense_tiles(monkeypatch, t_q, split):
+    """Stage 2 told the forced blocks equals stage 2 on the same selection without the hint, and the reference,
+    in outputs (with and without autograd) and gradients; chunked prefill starts mid-tile. Two forward paths: the
+    window kernels followed by the free-block gathers (few programs per SM: prefill), and the split slot loop
+    with the forced blocks as virtual slots (``2 * SMs`` programs or more: decode, short chunks; the CPU's
+    nominal 132 SMs put every case here)."""
     from mixarch.kernels.triton.infllm_v2 import sparse
     from mixarch.ops.infllm_v2 import sparse_block_attention
 
+    if not split:
+        monkeypatch.setattr(sparse, "num_sms", lambda _device: 1)
+    launched = []
+    launcher = sparse.launcher
+    monkeypatch.setattr(sparse, "launcher", lambda kernel, direct: launched.append(kernel.__name__)
+                        or launcher(kernel, direct))
     geo = dict(GEO, local_blocks=2, topk=5)
     q, k, v = _qkv(45, 2, 4, 16, seed=13, t_q=t_q)
     monkeypatch.setenv(KERNELS_ENV, REFERENCE)
     _, idx = infllm_v2_attention(q, k, v, return_indices=True, **geo)
     forcing = dict(init_blocks=geo["init_blocks"], local_blocks=geo["local_blocks"])
-    if t_q > 1:  # the window kernels run (an interpreter tile: 4 queries x 4 heads)
-        assert sparse._window_rows(sparse._geometry(q, k, v, 8), 8, False, "fwd") == 4
     do = seeded_randn(q.shape, 17, device=DEVICE)
     results = []
     for fn, kw in ((sparse.triton_sparse_block_attention, forcing), (sparse.triton_sparse_block_attention, {}),
@@ -129,9 +136,36 @@ def test_forced_blocks_as_dense_tiles(monkeypatch, t_q):
         leaves = [x.clone().requires_grad_() for x in (q, k, v)]
         o = fn(*leaves, idx, block_size=8, **kw)
         results.append([o, *torch.autograd.grad(o, leaves, do)])
+        with torch.no_grad():  # the direct-launch path
+            torch.testing.assert_close(fn(q, k, v, idx, block_size=8, **kw), o, rtol=0, atol=0)
     for got in results[:2]:
         for name, a, b in zip(("o", "dq", "dk", "dv"), got, results[2]):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert ("_window_kernel" in launched) != split, launched
+    assert ("_combine_kernel" in launched) == split, launched
+    assert "_dq_window_kernel" in launched and "_dkv_window_kernel" in launched, launched
+
+
+def test_tracing_sees_the_custom_ops():
+    """Calls that would launch directly in eager mode (no autograd) still trace as the custom ops under make_fx
+    (a dispatch mode): a trace must never bake in a launch."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from mixarch.kernels.triton.infllm_v2.select import triton_infllm_v2_select
+    from mixarch.kernels.triton.infllm_v2.sparse import triton_sparse_block_attention
+    from mixarch.ops.infllm_v2 import compress_keys
+
+    q, k, v = _qkv(40, 2, 2, 16, seed=23)
+    c1 = compress_keys(k, GEO["kernel_size"], GEO["kernel_stride"])
+    sel = {n: GEO[n] for n in ("block_size", "kernel_size", "kernel_stride", "init_blocks", "local_blocks", "topk")}
+
+    def both(q, k, v, c1):
+        idx = triton_infllm_v2_select(q, c1, None, 40, **sel, scale=0.25, exact_normalizer=True)
+        return triton_sparse_block_attention(q, k, v, idx, block_size=8, init_blocks=1, local_blocks=1)
+
+    with torch.no_grad():
+        code = make_fx(both)(q, k, v, c1).code
+    assert "infllm_v2_select_triton" in code and "infllm_v2_sparse_fwd_triton" in code, code
 
 
 @pytest.mark.parametrize("kernels", [TRITON, REFERENCE])

@@ -25,7 +25,8 @@ def check_forcing(init_blocks: int, local_blocks: int | None) -> None:
 
 def forced_blocks(t_q: int, t_k: int, *, block_size: int, init_blocks: int, local_blocks: int | None,
                   device=None) -> torch.Tensor:
-    """The forced blocks of each query as int64 ``[Tq, init_blocks + local_blocks + 1]``, ascending, ``-1`` padded.
+    """The forced blocks of each query as int64 ``[Tq, init_blocks + local_blocks + 1]`` (``[Tq, init_blocks]``
+    without local blocks), ascending, ``-1`` padded.
 
     Query ``i`` sits at position ``t = Tk - Tq + i`` in block ``b_t = t // block_size``; its forced blocks are
     ``b < init_blocks`` and ``b_t - local_blocks <= b <= b_t`` (the selection's forcing rule,

@@ -52,6 +52,10 @@ def launcher(kernel, direct: bool):
     return kernel if direct else wrap_triton(kernel)
 
 
-def eager() -> bool:
-    """Not being traced by torch.compile: the direct launch path may be taken."""
-    return not torch.compiler.is_compiling()
+def eager(*tensors: torch.Tensor | None) -> bool:
+    """The direct launch path may be taken: no torch.compile tracing, no dispatch mode (``make_fx``, fake tensors)
+    and plain tensors (no subclasses), so that every tracer sees the custom ops."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return (not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
+            and all(t is None or type(t) is torch.Tensor for t in tensors))

@@ -304,4 +304,4 @@ def triton_infllm_v2_select(q: torch.Tensor, compressed_k: torch.Tensor, compres
         raise ValueError("the approximate normalizer needs the C2 compressed keys")
     args = (q.detach(), compressed_k.detach(), None if compressed_k2 is None else compressed_k2.detach(), t_k,
             block_size, kernel_size, kernel_stride, init_blocks, local_blocks, topk, scale, exact_normalizer)
-    return _select(*args, direct=True) if eager() else infllm_v2_select_op(*args)
+    return _select(*args, direct=True) if eager(*args[:3]) else infllm_v2_select_op(*args)

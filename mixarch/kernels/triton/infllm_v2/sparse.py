@@ -7,7 +7,7 @@ order, ``-1`` = none; query head ``h`` uses KV group ``h // G``), plus the force
 
 Forward, prefill (a ``[TOKS * GP, D]`` tile needs at least 16 rows):
 - ``_window_kernel``: the forced blocks (init + local window) are the same for all queries of a block, so they
-  run as dense tiles of ``TOKS`` consecutive queries x the ``G`` heads of a KV group (128 rows), flash-attention
+  run as dense tiles of ``TOKS`` consecutive queries x the ``G`` heads of a KV group (:data:`WINDOW_ROWS`), flash-attention
   style, causal in the queries' own block only; writes a partial ``o`` (fp32) and log2-sum-exp.
 - ``_fwd_kernel``: one program per (query, KV head); the ``G`` query heads are one ``[G, D]`` tile (padded to
   16 rows for ``tl.dot``). It starts from the window's partial result and gathers the free blocks: for each it
@@ -15,8 +15,9 @@ Forward, prefill (a ``[TOKS * GP, D]`` tile needs at least 16 rows):
   updates an online softmax in fp32. A row from the selection (ascending, ``-1`` padded) holds its free blocks
   in one contiguous run of slots, so forced and padding slots cost nothing; other rows visit every slot, the
   forced and ``-1`` ones masked (no memory traffic, no branch: the loads pipeline).
-Decode (few queries): ``_fwd_kernel`` alone, the forced blocks first as virtual slots, the slots split over
-programs and merged by ``_combine_kernel``. Traffic of a gather: ``block * (D + Dv)`` key/value elements per
+Few (query, KV head) pairs (under ``2 * SMs``: decode, short chunks): ``_fwd_kernel`` alone, the forced blocks
+first as virtual slots, the slots split over programs and merged by ``_combine_kernel``; also without the split
+when the window tile would have under 16 rows (e.g. an odd ``block_size`` with a small group). Traffic of a gather: ``block * (D + Dv)`` key/value elements per
 (query, KV head, block); FLOPs ``2 * G * block * (D + Dv)``.
 
 Backward:
@@ -39,7 +40,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
@@ -463,8 +464,9 @@ DKV_ROWS = 64
 
 def _window_rows(geo: dict, block_size: int, on_cuda: bool, kernel: str) -> int:
     """Queries per tile of a window kernel (``kernel`` a key of :data:`WINDOW_ROWS`): a power of two dividing
-    ``block_size``, ``[TOKS * GP, D]`` tiles of ``WINDOW_ROWS[kernel]`` rows on CUDA (half for head dimensions
-    over 128), 16 on the interpreter; 0 where the tile would have under 16 rows."""
+    ``block_size``, ``[TOKS * GP, D]`` tiles of about ``WINDOW_ROWS[kernel]`` rows on CUDA (half for head
+    dimensions over 128; at least one query, so ``GP`` rows for large groups), 16 on the interpreter; 0 where
+    the tile would have under 16 rows."""
     gp = pow2(geo["G"])
     rows = (WINDOW_ROWS[kernel] // (1 if geo["BD"] <= 128 else 2)) if on_cuda else 16
     toks = min(max(rows // gp, 1), block_size & -block_size)
@@ -579,11 +581,11 @@ def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     window = forcing and toks > 0
     pdq = torch.empty(q.shape if window else (1,), dtype=torch.float32, device=q.device)
     if window:
-        wrap_triton(_dq_window_kernel)[(triton.cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
+        launcher(_dq_window_kernel, direct=False)[(triton.cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, o, do, lse, pdq, delta, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=gp, TOKS=toks,
             **geo, **launch(*LAUNCH["dq_window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
-    wrap_triton(_dq_kernel)[(t_q, b * hkv)](
+    launcher(_dq_kernel, direct=False)[(t_q, b * hkv)](
         q, k, v, o, do, lse, indices, pdq, dq, delta, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks,
         GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), FORCING=forcing, FROM_PART=window, **geo,
         **launch(*LAUNCH["dq_gather_big" if big else "dq_gather"]))
@@ -591,7 +593,7 @@ def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     pairs = with_forced_blocks(indices, t_k, block_size=block_size, init_blocks=init_blocks, local_blocks=local)
     toks = _window_rows(geo, block_size, q.is_cuda, "dkv")
     if forcing and local is not None and toks > 0:  # the local windows' dk, dv as dense tiles; CSR adds the rest
-        wrap_triton(_dkv_window_kernel)[(triton.cdiv(t_k, block_size), b * hkv)](
+        launcher(_dkv_window_kernel, direct=False)[(triton.cdiv(t_k, block_size), b * hkv)](
             q, k, v, do, lse, delta, dk, dv, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks, GP=gp,
             TOKS=toks, **geo, **launch(*LAUNCH["dkv_window"]))
         n_forced = pairs.shape[-1] - n_idx
@@ -601,7 +603,7 @@ def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     chunk = 256 if q.is_cuda else 3  # small on CPU so that tests reach the shared-block (atomic) path
     bq = _csr_queries(gp, q.is_cuda)
     csr_q, blk_off, item_off, item_blk = _block_csr(pairs, t_k, block_size, chunk)
-    wrap_triton(_dkv_kernel)[(item_blk.numel(),)](
+    launcher(_dkv_kernel, direct=False)[(item_blk.numel(),)](
         q, k, v, do, lse, delta, csr_q, blk_off, item_off, item_blk, dk, dv, scale * LOG2E, scale, t_q, t_k,
         triton.cdiv(t_k, block_size), blk_off.numel() - 1, chunk, GP=gp, BQ=bq, **geo, **launch(*LAUNCH["dkv"]))
     return dq, dk.to(k.dtype), dv.to(v.dtype)
@@ -636,5 +638,5 @@ def triton_sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     args = (q.contiguous(), k.contiguous(), v.contiguous(), indices.contiguous(), block_size, float(scale),
             init_blocks, -1 if local_blocks is None else local_blocks)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    o, _ = _sparse_fwd(*args, direct=True) if eager() and not needs_grad else sparse_fwd_op(*args)
+    o, _ = _sparse_fwd(*args, direct=True) if eager(*args[:4]) and not needs_grad else sparse_fwd_op(*args)
     return o
