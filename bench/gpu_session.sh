@@ -4,7 +4,8 @@
 # ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning sweep infllm e2e (default: all but sweep)
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning sweep infllm infllm_profile e2e
+#                                                # (default: tests lightning infllm e2e)
 #
 # The limits add up to about 25 minutes; a device call allows 10, so split the steps over calls (e.g.
 # "tests lightning", then "infllm", then "e2e").
@@ -15,6 +16,7 @@
 #        kernel at its first call, compiled one after another (minutes on a fresh machine), so lightning runs
 #        without fla unless WITH_FLA=1, which first compiles them in 14 processes (bench/fla_precompile.py, ~80 s).
 # sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K).
+# infllm_profile: bench/infllm_v2_profile.py --sweep (per-kernel profile, backward launch variants, eager host time).
 # e2e:   bench/e2e.py with its measurement budget (E2E_BUDGET seconds, default 300).
 set -u
 OUT=${OUT:-gpu-results}
@@ -48,8 +50,9 @@ for s in "${steps[@]}"; do
                        --out "$OUT/lightning.md" ;;
         sweep) step sweep 240 python3 bench/lightning_sweep.py ;;
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
+        infllm_profile) step infllm_profile 240 python3 bench/infllm_v2_profile.py --sweep ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
-        *) echo "unknown step $s (tests, lightning, sweep, infllm, e2e)" >&2; exit 2 ;;
+        *) echo "unknown step $s (tests, lightning, sweep, infllm, infllm_profile, e2e)" >&2; exit 2 ;;
     esac
 done

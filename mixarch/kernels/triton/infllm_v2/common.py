@@ -48,7 +48,7 @@ def launcher(kernel, direct: bool):
     """``kernel`` itself for a direct launch (eager calls outside the custom ops), else ``wrap_triton(kernel)``
     (inside a ``triton_op``, or traced). The custom-op dispatch and ``wrap_triton`` add ~50 us of host time to
     each eager call (a decode step at 128K on an H200, same process: select 249 -> 195 us, stage 2 216 -> 171
-    us), so eager calls that need no autograd skip both."""
+    us; ``bench/infllm_v2_profile.py``), so eager calls that need no autograd skip both."""
     return kernel if direct else wrap_triton(kernel)
 
 

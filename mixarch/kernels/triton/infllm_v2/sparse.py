@@ -110,6 +110,23 @@ def _slot_block(idx_row_ptr, s, n_virtual, lo, bt, n_init, w_lo, INIT, FORCING: 
 
 
 @triton.jit
+def _slot_plan(idx_ptr, i_b, i_h, i_t, pos, T_Q, INIT, LOCAL, HKV: tl.constexpr, N_IDX: tl.constexpr,
+               N_IDXP: tl.constexpr, BS: tl.constexpr, FORCING: tl.constexpr, FROM_PART: tl.constexpr):
+    """Blocks a gather kernel visits for query ``i_t`` of KV head ``i_h``: ``(idx_row, bt, n_init, w_lo, lo,
+    n_virtual, n_steps)``, step ``s`` visiting :func:`_slot_block` ``(idx_row, s, n_virtual, lo, bt, n_init,
+    w_lo, ...)``. With forcing, the forced blocks come first as virtual slots unless ``FROM_PART`` (the window
+    kernels took them)."""
+    idx_row = idx_ptr + ((i_b * HKV + i_h) * T_Q + i_t).to(tl.int64) * N_IDX
+    bt = pos // BS
+    n_init, w_lo = _forced_span(bt, INIT, LOCAL)
+    lo, hi = _index_slots(idx_row, INIT, w_lo, N_IDX, N_IDXP, FORCING)
+    n_virtual = lo * 0
+    if FORCING and not FROM_PART:
+        n_virtual += n_init + bt + 1 - w_lo
+    return idx_row, bt, n_init, w_lo, lo, n_virtual, n_virtual + hi - lo
+
+
+@triton.jit
 def _attend(q, k, v, ok, m, den, acc, qk_scale, PREC: tl.constexpr):
     """One online-softmax step (log2 domain) of the ``[M, D]`` query tile over a ``[N, D]`` key / value tile;
     ``ok`` ``[M, N]`` (or broadcastable) marks the visible keys."""
@@ -201,15 +218,10 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, po_ptr, plse_ptr, o_ptr, lse_ptr, 
         m = tl.full([GM], float("-inf"), tl.float32)
         den = tl.zeros([GM], tl.float32)
         acc = tl.zeros([GM, BDV], tl.float32)
-    idx_row = idx_ptr + ((i_b * HKV + i_h) * T_Q + i_t).to(tl.int64) * N_IDX
-    bt = pos // BS
-    n_init, w_lo = _forced_span(bt, INIT, LOCAL)
-    lo, hi = _index_slots(idx_row, INIT, w_lo, N_IDX, N_IDXP, FORCING)
-    n_virtual = lo * 0
-    if FORCING and not FROM_PART:  # the forced blocks first, as virtual slots
-        n_virtual += n_init + bt + 1 - w_lo
+    idx_row, bt, n_init, w_lo, lo, n_virtual, n_steps = _slot_plan(
+        idx_ptr, i_b, i_h, i_t, pos, T_Q, INIT, LOCAL, HKV, N_IDX, N_IDXP, BS, FORCING, FROM_PART)
     s_lo = i_s * SLOTS
-    for s in range(s_lo, tl.minimum(s_lo + SLOTS, n_virtual + hi - lo)):
+    for s in range(s_lo, tl.minimum(s_lo + SLOTS, n_steps)):
         blk = _slot_block(idx_row, s, n_virtual, lo, bt, n_init, w_lo, INIT, FORCING)
         kpos = blk * BS + offs_s
         key_ok = (blk >= 0) & (offs_s < BS) & (kpos <= pos)
@@ -324,14 +336,9 @@ def _dq_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, idx_ptr, pdq_ptr, dq
     else:
         tl.store(delta_ptr + q_rows, delta, mask=row_ok)
         dq = tl.zeros([GM, BD], tl.float32)
-    idx_row = idx_ptr + ((i_b * HKV + i_h) * T_Q + i_t).to(tl.int64) * N_IDX
-    bt = pos // BS
-    n_init, w_lo = _forced_span(bt, INIT, LOCAL)
-    lo, hi = _index_slots(idx_row, INIT, w_lo, N_IDX, N_IDXP, FORCING)
-    n_virtual = lo * 0
-    if FORCING and not FROM_PART:  # the forced blocks first, as virtual slots
-        n_virtual += n_init + bt + 1 - w_lo
-    for slot in range(0, n_virtual + hi - lo):
+    idx_row, bt, n_init, w_lo, lo, n_virtual, n_steps = _slot_plan(
+        idx_ptr, i_b, i_h, i_t, pos, T_Q, INIT, LOCAL, HKV, N_IDX, N_IDXP, BS, FORCING, FROM_PART)
+    for slot in range(0, n_steps):
         blk = _slot_block(idx_row, slot, n_virtual, lo, bt, n_init, w_lo, INIT, FORCING)
         kpos = blk * BS + offs_s
         key_ok = (blk >= 0) & (offs_s < BS) & (kpos <= pos)
