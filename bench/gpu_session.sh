@@ -4,10 +4,10 @@
 # ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning sweep infllm infllm_profile e2e
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning sweep infllm infllm_profile eager_ab e2e
 #                                                # (default: tests lightning infllm e2e)
 #
-# The limits add up to about 25 minutes; a device call allows 10, so split the steps over calls (e.g.
+# The limits add up to about 28 minutes; a device call allows 10, so split the steps over calls (e.g.
 # "tests lightning", then "infllm", then "e2e").
 #
 # tests: the Triton kernel tests and the full conformance matrix (fp32, bf16, fp16) with CUDA_LAUNCH_BLOCKING=1,
@@ -16,7 +16,8 @@
 #        kernel at its first call, compiled one after another (minutes on a fresh machine), so lightning runs
 #        without fla unless WITH_FLA=1, which first compiles them in 14 processes (bench/fla_precompile.py, ~80 s).
 # sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K).
-# infllm_profile: bench/infllm_v2_profile.py --sweep (per-kernel profile, backward launch variants, eager host time).
+# infllm_profile: bench/infllm_v2_profile.py --sweep (per-kernel profile, backward launch variants, decode, eager host time).
+# eager_ab: bench/eager_launch_ab.py (direct launches against the custom ops' wrap_triton, same process).
 # e2e:   bench/e2e.py with its measurement budget (E2E_BUDGET seconds, default 300).
 set -u
 OUT=${OUT:-gpu-results}
@@ -38,7 +39,7 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run, keep the log, print its tai
 nvidia-smi -L
 for s in "${steps[@]}"; do
     case $s in
-        tests) CUDA_LAUNCH_BLOCKING=1 step tests 300 python3 -m pytest -q -n 8 -p no:cacheprovider \
+        tests) CUDA_LAUNCH_BLOCKING=1 step tests 450 python3 -m pytest -q -n 8 -p no:cacheprovider \
                    tests/test_triton_lightning.py tests/test_triton_infllm_v2.py tests/test_kernel_conformance.py ;;
         lightning) if [ "${WITH_FLA:-0}" = 1 ]; then
                        fla=()
@@ -51,8 +52,9 @@ for s in "${steps[@]}"; do
         sweep) step sweep 240 python3 bench/lightning_sweep.py ;;
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
         infllm_profile) step infllm_profile 240 python3 bench/infllm_v2_profile.py --sweep ;;
+        eager_ab) step eager_ab 180 python3 bench/eager_launch_ab.py ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
-        *) echo "unknown step $s (tests, lightning, sweep, infllm, infllm_profile, e2e)" >&2; exit 2 ;;
+        *) echo "unknown step $s (tests, lightning, sweep, infllm, infllm_profile, eager_ab, e2e)" >&2; exit 2 ;;
     esac
 done

@@ -11,8 +11,10 @@ normalizer, always sparse.
    layer calls it (told the forced blocks), then the whole layer (key compression, stage 1, top-k, stage 2).
 2. ``--sweep``: stage 2's backward kernels under other ``LAUNCH`` / ``WINDOW_ROWS`` / ``DKV_ROWS`` entries
    (mixarch.kernels.triton.infllm_v2.sparse), each checked against the committed configuration's gradients.
-3. Eager host time of one decode step against a ``--decode-len`` cache, through the custom ops and with direct
-   launches (what eager calls without autograd take), in one process: microseconds per call over 300 calls.
+3. One decode step against a ``--decode-len`` cache: CUDA time per kernel (eager, profiler) and the CUDA-graph
+   time of the selection, of stage 2 and of both (what bench/infllm_v2.py's decode rows time).
+4. Eager host time of one decode step, through the custom ops and with direct launches (what eager calls
+   without autograd take), in one process: microseconds per call over 300 calls.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import time
 
 import torch
+from timing import graph_time_ms  # bench/timing.py (scripts run from bench/)
 from torch.profiler import ProfilerActivity, profile
 
 import mixarch.kernels.triton.infllm_v2.select as sel
@@ -108,15 +111,38 @@ def profile_prefill(t: int, sweep: bool) -> None:
             sp.DKV_ROWS = base[2]
 
 
-def host_time(t: int) -> None:
+def _decode_case(t: int):
+    """One query against a ``t``-key cache: ``(q, k, v, c1, c2, select_args, stage_2_args)`` (positional
+    arguments of the selection and of stage 2's forward on its blocks)."""
     q, k, v = _inputs(t, 1)
     c1 = compress_keys(k, SALA["kernel_size"], SALA["kernel_stride"])
     c2 = compress_keys(k, C2_FACTOR * SALA["kernel_size"], C2_FACTOR * SALA["kernel_stride"])
     select_args = (q, c1, c2, t, SALA["block_size"], SALA["kernel_size"], SALA["kernel_stride"],
                    SALA["init_blocks"], SALA["local_blocks"], SALA["topk"], 128 ** -0.5, False)
     with torch.no_grad():
-        idx = sel.infllm_v2_select_op(*select_args)
-        fwd_args = (q, k, v, idx, SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
+        idx = sel._select(*select_args, direct=True)
+    fwd_args = (q, k, v, idx, SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
+    return q, k, v, c1, c2, select_args, fwd_args
+
+
+def profile_decode(t: int) -> None:
+    q, k, v, c1, c2, select_args, fwd_args = _decode_case(t)
+    with torch.no_grad():
+        cases = {"select": lambda: sel._select(*select_args, direct=True),
+                 "stage 2": lambda: sp._sparse_fwd(*fwd_args, direct=True),
+                 "layer (select + stage 2)": lambda: infllm_v2_attention(
+                     q, k, v, **SALA, dense_len=0, exact_normalizer=False, compressed_k=c1, compressed_k2=c2)}
+        us = {name: _kernel_times(fn) for name, fn in cases.items()}
+        print(f"\ndecode step at {t // 1024}K: CUDA time per kernel (us, eager) and CUDA-graph time of the call:",
+              flush=True)
+        for name, fn in cases.items():
+            kernels = ", ".join(f"{n[:40]} {ms * 1e3:.1f}" for n, ms in sorted(us[name].items(), key=lambda x: -x[1]))
+            print(f"  {name}: graph {graph_time_ms(fn, False) * 1e3:.1f} us | {kernels}", flush=True)
+
+
+def host_time(t: int) -> None:
+    _, _, _, _, _, select_args, fwd_args = _decode_case(t)
+    with torch.no_grad():
         cases = {"select through the custom op": lambda: sel.infllm_v2_select_op(*select_args),
                  "select, direct launches": lambda: sel._select(*select_args, direct=True),
                  "stage 2 through the custom op": lambda: sp.sparse_fwd_op(*fwd_args),
@@ -139,14 +165,17 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=131072, help="prefill length (default 128K)")
     parser.add_argument("--decode-len", type=int, default=131072, help="decode context (default 128K)")
     parser.add_argument("--sweep", action="store_true", help="also time the backward's launch variants")
+    parser.add_argument("--decode-only", action="store_true", help="only the decode step (3, 4)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/infllm_v2_profile.py needs a CUDA GPU")
     os.environ[KERNELS_ENV] = "infllm_v2_select=triton,infllm_v2_sparse_attention=triton"
     props = torch.cuda.get_device_properties(0)
     print(f"card: {props.name}, torch {torch.__version__}", flush=True)
-    profile_prefill(args.length, args.sweep)
+    if not args.decode_only:
+        profile_prefill(args.length, args.sweep)
     torch.cuda.empty_cache()
+    profile_decode(args.decode_len)
     host_time(args.decode_len)
 
 

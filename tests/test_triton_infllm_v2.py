@@ -167,6 +167,42 @@ def test_tracing_sees_the_custom_ops():
         code = make_fx(both)(q, k, v, c1).code
     assert "infllm_v2_select_triton" in code and "infllm_v2_sparse_fwd_triton" in code, code
 
+    def train(q, k, v, idx):
+        leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+        o = triton_sparse_block_attention(*leaves, idx, block_size=8, init_blocks=1, local_blocks=1)
+        return torch.autograd.grad(o.sum(), leaves)
+
+    with torch.no_grad():
+        idx = triton_infllm_v2_select(q, c1, None, 40, **sel, scale=0.25, exact_normalizer=True)
+    code = make_fx(train)(q, k, v, idx).code
+    assert "infllm_v2_sparse_fwd_triton" in code and "infllm_v2_sparse_bwd_triton" in code, code
+
+
+def test_eager_training_launches_directly_and_matches_the_custom_ops(monkeypatch):
+    """Eager forward + backward of stage 2 launch the kernels themselves (``wrap_triton``'s eager dispatch costs
+    several times a small launch's GPU time) and give exactly the custom ops' outputs and gradients."""
+    from mixarch.kernels.triton.infllm_v2 import sparse
+
+    directs = []
+    launcher = sparse.launcher
+    monkeypatch.setattr(sparse, "launcher", lambda kernel, direct: directs.append(direct) or launcher(kernel, direct))
+    q, k, v = _qkv(40, 2, 2, 16, seed=29)
+    monkeypatch.setenv(KERNELS_ENV, REFERENCE)
+    _, idx = infllm_v2_attention(q, k, v, return_indices=True, **GEO)
+    do = seeded_randn(q.shape, 31, device=DEVICE)
+    results = []
+    for fn in (lambda *x: sparse.triton_sparse_block_attention(*x, idx, block_size=8, init_blocks=1, local_blocks=1),
+               lambda *x: sparse.sparse_fwd_op(*x, idx, 8, 16 ** -0.5, 1, 1)[0]):
+        directs.clear()
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        o = fn(*leaves)
+        results.append([o, *torch.autograd.grad(o, leaves, do)])
+        results[-1].append(list(directs))
+    assert results[0][-1] and all(results[0][-1]), results[0][-1]
+    assert results[1][-1] and not any(results[1][-1]), results[1][-1]
+    for name, a, b in zip(("o", "dq", "dk", "dv"), results[0], results[1]):
+        assert torch.equal(a, b), name
+
 
 @pytest.mark.parametrize("kernels", [TRITON, REFERENCE])
 def test_layer_forces_blocks_in_stage_2_only_when_all_are_selected(monkeypatch, kernels):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from mixarch.kernels.triton import interpreting
 
@@ -15,11 +14,6 @@ LOG2E = 1.4426950408889634
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: largest head dimension (one register tile)
 MAX_HEAD_DIM = 256
-
-
-def pow2(n: int, at_least: int = 1) -> int:
-    """The smallest power of two ``>= max(n, at_least)``."""
-    return max(triton.next_power_of_2(max(n, 1)), at_least)
 
 
 def dot_args(dtype: torch.dtype) -> dict:
@@ -42,20 +36,3 @@ def num_sms(device: torch.device) -> int:
 def as_fp32(x):
     """A float kernel argument as an fp32 scalar (torch.compile passes Python floats as fp64)."""
     return (tl.zeros([], tl.float32) + x).to(tl.float32)
-
-
-def launcher(kernel, direct: bool):
-    """``kernel`` itself for a direct launch (eager calls outside the custom ops), else ``wrap_triton(kernel)``
-    (inside a ``triton_op``, or traced). The custom-op dispatch and ``wrap_triton`` add ~50 us of host time to
-    each eager call (a decode step at 128K on an H200, same process: select 249 -> 195 us, stage 2 216 -> 171
-    us; ``bench/infllm_v2_profile.py``), so eager calls that need no autograd skip both."""
-    return kernel if direct else wrap_triton(kernel)
-
-
-def eager(*tensors: torch.Tensor | None) -> bool:
-    """The direct launch path may be taken: no torch.compile tracing, no dispatch mode (``make_fx``, fake tensors)
-    and plain tensors (no subclasses), so that every tracer sees the custom ops."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-    return (not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
-            and all(t is None or type(t) is torch.Tensor for t in tensors))

@@ -32,15 +32,13 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from mixarch.kernels.triton import cdiv, eager, launcher, pow2
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
     as_fp32,
     dot_args,
-    eager,
     launch,
-    launcher,
     num_sms,
-    pow2,
 )
 from mixarch.ops.infllm_v2.compress import C2_FACTOR
 
@@ -257,27 +255,27 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     bq = _query_tile(t_q, gp, 128 if cuda else 16)
     bd = pow2(d, 16)
     bn = max(64 if cuda else 16, 2 * r)
-    n_q = triton.cdiv(t_q, bq)
+    n_q = cdiv(t_q, bq)
     common = dict(HQ=hq, HKV=hkv, G=g, GP=gp, BQ=bq, D=d, BD=bd, BN=bn, **dot_args(q.dtype))
     warps = 8 if bq * gp >= 128 else 4
 
     # 1. normalizer partials, keys split so that at least ~2 programs run per multiprocessor
     win_n, stride_n, n_norm = (C2_FACTOR * kernel_size, C2_FACTOR * kernel_stride, n2) if approx else \
         (kernel_size, kernel_stride, n1)
-    norm_tiles = max(triton.cdiv(n_norm, bn), 1)
-    nsplit_l = min(pow2(triton.cdiv(2 * num_sms(dev), n_q * b * hkv)), pow2(norm_tiles), 64)
+    norm_tiles = max(cdiv(n_norm, bn), 1)
+    nsplit_l = min(pow2(cdiv(2 * num_sms(dev), n_q * b * hkv)), pow2(norm_tiles), 64)
     m_part = torch.empty((b * hkv, nsplit_l, t_q, gp), dtype=torch.float32, device=dev)
     l_part = torch.empty_like(m_part)
     launcher(_lse_kernel, direct)[(n_q, nsplit_l, b * hkv)](
-        q, c2 if approx else c1, m_part, l_part, qk_scale, t_q, t_k, n_norm, triton.cdiv(norm_tiles, nsplit_l),
+        q, c2 if approx else c1, m_part, l_part, qk_scale, t_q, t_k, n_norm, cdiv(norm_tiles, nsplit_l),
         WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, **common, **launch(warps))
 
     # 2. block scores of the candidate blocks, blocks split like the keys above
     scores = torch.empty((b * hkv, t_q, nb), dtype=torch.float32, device=dev)
-    score_tiles = triton.cdiv(nb * r, bn)
-    nsplit_s = min(triton.cdiv(2 * num_sms(dev), n_q * b * hkv), score_tiles)
+    score_tiles = cdiv(nb * r, bn)
+    nsplit_s = min(cdiv(2 * num_sms(dev), n_q * b * hkv), score_tiles)
     launcher(_score_kernel, direct)[(n_q, nsplit_s, b * hkv)](
-        q, c1, m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb, triton.cdiv(score_tiles, nsplit_s),
+        q, c1, m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s),
         WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l,
         APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride, **common,
         **launch(warps))
@@ -285,7 +283,7 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     # 3. forcing + top-k
     nbp = pow2(nb, 16)
     br = max(1, min(pow2(t_q), 4096 // nbp if cuda else 16))
-    launcher(_topk_kernel, direct)[(triton.cdiv(t_q, br), b * hkv)](
+    launcher(_topk_kernel, direct)[(cdiv(t_q, br), b * hkv)](
         scores, out, t_q, t_k, nb, init_blocks, local_blocks, BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk),
         BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1))
     return out

@@ -33,6 +33,8 @@ Backward:
   query are contiguous). A block with one work item adds its gradients to the window's; the items of a block
   selected by more than ``chunk`` queries add theirs atomically (order-dependent rounding there).
 Launch configurations: :data:`LAUNCH`, :data:`WINDOW_ROWS`, :data:`DKV_ROWS`.
+Eager calls launch the kernels directly, with autograd through :class:`_EagerSparse`; traced calls (torch.compile,
+make_fx, fake tensors) go through the custom ops (:func:`~mixarch.kernels.triton.launcher`).
 """
 
 from __future__ import annotations
@@ -42,15 +44,13 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from mixarch.kernels.triton import cdiv, eager, launcher, pow2
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
     as_fp32,
     dot_args,
-    eager,
     launch,
-    launcher,
     num_sms,
-    pow2,
 )
 from mixarch.ops.infllm_v2.attention import check_forcing, forced_blocks, with_forced_blocks
 
@@ -507,9 +507,9 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
         return o, lse
     forcing = init_blocks > 0 or local_blocks >= 0
     n_slots = n_idx + (init_blocks + local_blocks + 1 if forcing else 0)  # at most, forced blocks included
-    nsplit = min(triton.cdiv(2 * num_sms(q.device), t_q * b * hkv), triton.cdiv(n_slots, 2)) if n_slots else 1
-    slots = triton.cdiv(max(n_slots, 1), nsplit)
-    nsplit = triton.cdiv(max(n_slots, 1), slots)
+    nsplit = min(cdiv(2 * num_sms(q.device), t_q * b * hkv), cdiv(n_slots, 2)) if n_slots else 1
+    slots = cdiv(max(n_slots, 1), nsplit)
+    nsplit = cdiv(max(n_slots, 1), slots)
     split = nsplit > 1
     toks = _window_rows(geo, block_size, q.is_cuda, "fwd")
     window = forcing and not split and toks > 0
@@ -520,7 +520,7 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
     po = torch.empty(o.shape if window else (1,), dtype=torch.float32, device=q.device)
     plse = torch.empty(lse.shape if window else (1,), dtype=torch.float32, device=q.device)
     if window:
-        launcher(_window_kernel, direct)[(triton.cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
+        launcher(_window_kernel, direct)[(cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
             **geo, **launch(*LAUNCH["window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
@@ -547,7 +547,7 @@ def _block_csr(indices: torch.Tensor, t_k: int, block_size: int, chunk: int):
     are kept. All shapes are static (no host synchronization).
     """
     b, hkv, t_q, n_idx = indices.shape
-    nb = triton.cdiv(t_k, block_size)
+    nb = cdiv(t_k, block_size)
     n_blk = b * hkv * nb
     dev = indices.device
     query = torch.arange(t_q, device=dev)
@@ -562,7 +562,7 @@ def _block_csr(indices: torch.Tensor, t_k: int, block_size: int, chunk: int):
     counts = blk_off.diff()
     zero = counts.new_zeros(1)
     item_off = torch.cat([zero, torch.cumsum((counts + chunk - 1) // chunk, 0)])
-    max_items = n_blk + triton.cdiv(key.numel(), chunk)
+    max_items = n_blk + cdiv(key.numel(), chunk)
     item_blk = torch.searchsorted(item_off, torch.arange(max_items, device=dev), right=True) - 1
     return csr_q, blk_off, item_off, item_blk
 
@@ -572,6 +572,11 @@ def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
                   lse: torch.Tensor, do: torch.Tensor, block_size: int, scale: float, init_blocks: int,
                   local_blocks: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dq, dk, dv)`` of :func:`sparse_fwd_op`; see the module doc."""
+    return _sparse_bwd(q, k, v, indices, o, lse, do, block_size, scale, init_blocks, local_blocks, direct=False)
+
+
+def _sparse_bwd(q, k, v, indices, o, lse, do, block_size, scale, init_blocks, local_blocks, *, direct: bool):
+    """The backward's launches (``direct``: see :func:`~mixarch.kernels.triton.launcher`)."""
     b, t_q, hq, _ = q.shape
     t_k, hkv = k.shape[1], k.shape[2]
     forcing = init_blocks > 0 or local_blocks >= 0
@@ -588,11 +593,11 @@ def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     window = forcing and toks > 0
     pdq = torch.empty(q.shape if window else (1,), dtype=torch.float32, device=q.device)
     if window:
-        launcher(_dq_window_kernel, direct=False)[(triton.cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
+        launcher(_dq_window_kernel, direct)[(cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, o, do, lse, pdq, delta, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=gp, TOKS=toks,
             **geo, **launch(*LAUNCH["dq_window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
-    launcher(_dq_kernel, direct=False)[(t_q, b * hkv)](
+    launcher(_dq_kernel, direct)[(t_q, b * hkv)](
         q, k, v, o, do, lse, indices, pdq, dq, delta, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks,
         GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), FORCING=forcing, FROM_PART=window, **geo,
         **launch(*LAUNCH["dq_gather_big" if big else "dq_gather"]))
@@ -600,7 +605,7 @@ def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     pairs = with_forced_blocks(indices, t_k, block_size=block_size, init_blocks=init_blocks, local_blocks=local)
     toks = _window_rows(geo, block_size, q.is_cuda, "dkv")
     if forcing and local is not None and toks > 0:  # the local windows' dk, dv as dense tiles; CSR adds the rest
-        launcher(_dkv_window_kernel, direct=False)[(triton.cdiv(t_k, block_size), b * hkv)](
+        launcher(_dkv_window_kernel, direct)[(cdiv(t_k, block_size), b * hkv)](
             q, k, v, do, lse, delta, dk, dv, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks, GP=gp,
             TOKS=toks, **geo, **launch(*LAUNCH["dkv_window"]))
         n_forced = pairs.shape[-1] - n_idx
@@ -610,9 +615,9 @@ def sparse_bwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: to
     chunk = 256 if q.is_cuda else 3  # small on CPU so that tests reach the shared-block (atomic) path
     bq = _csr_queries(gp, q.is_cuda)
     csr_q, blk_off, item_off, item_blk = _block_csr(pairs, t_k, block_size, chunk)
-    launcher(_dkv_kernel, direct=False)[(item_blk.numel(),)](
+    launcher(_dkv_kernel, direct)[(item_blk.numel(),)](
         q, k, v, do, lse, delta, csr_q, blk_off, item_off, item_blk, dk, dv, scale * LOG2E, scale, t_q, t_k,
-        triton.cdiv(t_k, block_size), blk_off.numel() - 1, chunk, GP=gp, BQ=bq, **geo, **launch(*LAUNCH["dkv"]))
+        cdiv(t_k, block_size), blk_off.numel() - 1, chunk, GP=gp, BQ=bq, **geo, **launch(*LAUNCH["dkv"]))
     return dq, dk.to(k.dtype), dv.to(v.dtype)
 
 
@@ -623,13 +628,34 @@ def _setup_context(ctx, inputs, output):
     ctx.geometry = (block_size, scale, init_blocks, local_blocks)
 
 
-def _backward(ctx, do, _dlse):
+def _grads(ctx, do, backward):
     q, k, v, indices, o, lse = ctx.saved_tensors
-    dq, dk, dv = sparse_bwd_op(q, k, v, indices, o, lse, do.contiguous(), *ctx.geometry)
+    dq, dk, dv = backward(q, k, v, indices, o, lse, do.contiguous(), *ctx.geometry)
     return dq, dk, dv, None, None, None, None, None
 
 
+def _backward(ctx, do, _dlse):
+    return _grads(ctx, do, sparse_bwd_op)
+
+
 sparse_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerSparse(torch.autograd.Function):
+    """:func:`sparse_fwd_op` and its backward for eager calls: the same kernels, launched directly (``forward``
+    takes ``ctx``: a separate ``setup_context`` costs an ``inspect.signature`` per call)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, indices, block_size, scale, init_blocks, local_blocks):
+        args = (q, k, v, indices, block_size, scale, init_blocks, local_blocks)
+        output = _sparse_fwd(*args, direct=True)
+        _setup_context(ctx, args, output)
+        ctx.mark_non_differentiable(output[1])
+        return output
+
+    @staticmethod
+    def backward(ctx, do, _dlse):
+        return _grads(ctx, do, lambda *args: _sparse_bwd(*args, direct=True))
 
 
 def triton_sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor, *,
@@ -644,6 +670,8 @@ def triton_sparse_block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     args = (q.contiguous(), k.contiguous(), v.contiguous(), indices.contiguous(), block_size, float(scale),
             init_blocks, -1 if local_blocks is None else local_blocks)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    o, _ = _sparse_fwd(*args, direct=True) if eager(*args[:4]) and not needs_grad else sparse_fwd_op(*args)
-    return o
+    if not eager(*args[:4]):
+        return sparse_fwd_op(*args)[0]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return _EagerSparse.apply(*args)[0]
+    return _sparse_fwd(*args, direct=True)[0]

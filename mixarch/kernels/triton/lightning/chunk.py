@@ -31,9 +31,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
-from mixarch.kernels.triton import interpreting
+from mixarch.kernels.triton import cdiv, interpreting, launcher, pow2
 
 LOG2E = tl.constexpr(1.4426950408889634)
 CHUNK = 16 if interpreting() else 64  # tokens per chunk (the interpreter: small, to exercise many chunks)
@@ -338,7 +337,7 @@ def make_layout(b: int, t: int, cu_seqlens: torch.Tensor | None, segment: int) -
     """Segment slots of ``B`` sequences of ``T`` tokens, or of the packed sequences ``cu_seqlens`` (on device,
     without a host sync: at most ``T // segment + N`` slots)."""
     if cu_seqlens is None:
-        n_seg = triton.cdiv(t, segment)
+        n_seg = cdiv(t, segment)
         return Layout(b * n_seg, b, n_seg, segment)
     n = cu_seqlens.numel() - 1
     n_slots = t // segment + n
@@ -354,7 +353,7 @@ def make_layout(b: int, t: int, cu_seqlens: torch.Tensor | None, segment: int) -
 
 
 def _pad(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+    return pow2(d, 16)
 
 
 def _tile(d: int, most: int) -> int:
@@ -364,23 +363,23 @@ def _tile(d: int, most: int) -> int:
 def _grid(d: int, lay: Layout, h: int) -> tuple[int, int]:
     """(state tiles * segment slots, heads): the tiles of one segment are neighbours, so they run together and
     share their loads of q, k, v, do through L2."""
-    return triton.cdiv(d, _tile(d, STATE_TILE)) * lay.n_slots, h
+    return cdiv(d, _tile(d, STATE_TILE)) * lay.n_slots, h
 
 
 def _states(lay: Layout, a: torch.Tensor, b: torch.Tensor, decay: torch.Tensor, init: torch.Tensor | None,
-            scale: float, chunk: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            scale: float, chunk: int, reverse: bool, direct: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-segment local states then the scan: the state at each segment's edge ``[n_slots, H, Da, Db]`` and
     the sequence-level result ``[n_seqs, H, Da, Db]`` (fp32)."""
     t, h, da = a.shape[1:]
     db = b.shape[3]
     local = torch.empty(lay.n_slots, h, da, db, dtype=torch.float32, device=a.device)
-    wrap_triton(_segment_state)[_grid(db, lay, h)](
+    launcher(_segment_state, direct)[_grid(db, lay, h)](
         a, b, decay, local, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DA=da, DB=db, BA=_pad(da),
         TB=_tile(db, STATE_TILE), C=chunk, SEG=lay.segment, REVERSE=reverse, VARLEN=lay.varlen, IEEE=_ieee(a))
     edge = torch.empty_like(local)
     result = torch.empty(lay.n_seqs, h, da, db, dtype=torch.float32, device=a.device)
     ta, tb = _tile(da, 32), _tile(db, 32)
-    wrap_triton(_scan)[(lay.n_seqs, h, triton.cdiv(da, ta) * triton.cdiv(db, tb))](
+    launcher(_scan, direct)[(lay.n_seqs, h, cdiv(da, ta) * cdiv(db, tb))](
         local, init, edge, result, decay, lay.slot_len, lay.seq_first, t, lay.n_seg, H=h, DA=da, DB=db, BA=ta,
         BB=tb, SEG=lay.segment, REVERSE=reverse, VARLEN=lay.varlen, HAS_INIT=init is not None, num_warps=4)
     return edge, result
@@ -400,8 +399,8 @@ def _ieee_av(x: torch.Tensor, tile: int) -> bool:
 
 def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor,
               initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float, chunk: int,
-              segment: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward. q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]`` contiguous (one dtype); decay ``[H]`` fp32;
+              segment: int, *, direct: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward (``direct``: see :func:`~mixarch.kernels.triton.launcher`). q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]`` contiguous (one dtype); decay ``[H]`` fp32;
     initial_state ``[N, H, Dk, Dv]`` or None; cu_seqlens ``[N + 1]`` on q's device or None.
 
     Returns o ``[B, T, H, Dv]`` (q's dtype), the final state ``[N, H, Dk, Dv]`` and the states entering each
@@ -410,9 +409,9 @@ def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
     b, t, h, dk = q.shape
     dv = v.shape[-1]
     lay = make_layout(b, t, cu_seqlens, segment)
-    enter, final = _states(lay, k, v, decay, initial_state, scale, chunk, reverse=False)
+    enter, final = _states(lay, k, v, decay, initial_state, scale, chunk, reverse=False, direct=direct)
     o = torch.empty(b, t, h, dv, dtype=q.dtype, device=q.device)
-    wrap_triton(_chunk_fwd)[_grid(dv, lay, h)](
+    launcher(_chunk_fwd, direct)[_grid(dv, lay, h)](
         q, k, v, decay, enter, o, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DK=dk, DV=dv,
         BK=_pad(dk), TV=_tile(dv, STATE_TILE), C=chunk, SEG=lay.segment, VARLEN=lay.varlen, IEEE=_ieee(q),
         IEEE_AV=_ieee_av(q, _tile(dv, STATE_TILE)))
@@ -421,13 +420,13 @@ def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
 
 def chunk_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor,
               do: torch.Tensor, dht: torch.Tensor | None, cu_seqlens: torch.Tensor | None, scale: float, chunk: int,
-              segment: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+              segment: int, *, direct: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward of :func:`chunk_fwd` given ``enter`` (its third output), do ``[B, T, H, Dv]`` and the final
     state's gradient ``dht`` ``[N, H, Dk, Dv]`` (or None); returns dq, dk, dv (inputs' dtype) and dh0 (fp32)."""
     b, t, h, dk = q.shape
     dv = v.shape[-1]
     lay = make_layout(b, t, cu_seqlens, segment)
-    arrive, dh0 = _states(lay, q, do, decay, dht, scale, chunk, reverse=True)
+    arrive, dh0 = _states(lay, q, do, decay, dht, scale, chunk, reverse=True, direct=direct)
     common = dict(H=h, DK=dk, DV=dv, C=chunk, SEG=lay.segment, VARLEN=lay.varlen, IEEE=_ieee(q))
     rows = dict(TK=_tile(dk, STATE_TILE), BV=_pad(dv), IEEE_AV=_ieee_av(q, _tile(dk, STATE_TILE)),
                 **common)  # kernels tiling the state's rows
@@ -435,7 +434,7 @@ def chunk_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
                 **common)  # ... and its columns
     slots = (lay.slot_start, lay.slot_len, t, lay.n_seg, scale)
     dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    wrap_triton(_chunk_bwd_dq)[_grid(dk, lay, h)](do, k, v, decay, enter, dq, *slots, **rows)
-    wrap_triton(_chunk_bwd_dk)[_grid(dk, lay, h)](q, v, do, decay, arrive, dk_, *slots, **rows)
-    wrap_triton(_chunk_bwd_dv)[_grid(dv, lay, h)](q, k, do, decay, arrive, dv_, *slots, **cols)
+    launcher(_chunk_bwd_dq, direct)[_grid(dk, lay, h)](do, k, v, decay, enter, dq, *slots, **rows)
+    launcher(_chunk_bwd_dk, direct)[_grid(dk, lay, h)](q, v, do, decay, arrive, dk_, *slots, **rows)
+    launcher(_chunk_bwd_dv, direct)[_grid(dv, lay, h)](q, k, do, decay, arrive, dv_, *slots, **cols)
     return dq, dk_, dv_, dh0

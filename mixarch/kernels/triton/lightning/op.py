@@ -4,7 +4,10 @@ The kernels run inside custom ops (``mixarch::triton_lightning_fwd`` / ``_bwd`` 
 ``torch.compile(fullgraph=True)`` sees one node per call and no graph break: :func:`torch.library.triton_op`
 on GPUs (the compiler can also see the kernels), an opaque :func:`torch.library.custom_op` with a shape-only
 fake under ``TRITON_INTERPRET=1`` (the interpreter's kernels cannot be traced). The forward op's backward
-(``register_autograd``) is the backward op, so gradients flow in eager and compiled code alike.
+(``register_autograd``) is the backward op, so gradients flow in compiled code. Eager calls launch the same
+kernels directly, with autograd through :class:`_EagerAttention`: the custom ops' dispatch and ``wrap_triton``
+cost ~250 us of host time per launch, which at 4K tokens was four times the kernels' GPU time
+(:func:`~mixarch.kernels.triton.launcher`).
 
 Supported: CUDA tensors (CPU tensors under the interpreter) in fp16, bf16 or fp32, head dims ``Dk, Dv <= 128``,
 ``T >= 1``, no gradient w.r.t. ``decay``; :func:`unsupported_attention` / :func:`unsupported_step` say why
@@ -17,7 +20,7 @@ import triton
 from torch.library import custom_op, triton_op
 
 from mixarch.errors import MixarchError
-from mixarch.kernels.triton import interpreting, on_triton_device
+from mixarch.kernels.triton import eager, interpreting, on_triton_device
 from mixarch.kernels.triton.lightning.chunk import CHUNK, chunk_bwd, chunk_fwd, segment_size
 from mixarch.kernels.triton.lightning.recurrent import step_fwd
 from mixarch.ops.lightning._common import check_chunk_size, check_inputs
@@ -81,16 +84,37 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output[2])
 
 
-def _backward(ctx, do, dht, _denter):
+def _grads(ctx, do, dht, backward):
+    """Gradients of (q, k, v, decay, initial_state, ...) from ``backward`` (the op or the direct launches)."""
     q, k, v, decay, enter, cu_seqlens = ctx.saved_tensors
     do = q.new_zeros(*q.shape[:3], v.shape[-1]) if do is None else do
-    dq, dk, dv, dh0 = _bwd_op(q, k, v, decay, enter, do.contiguous(), None if dht is None else dht.contiguous(),
-                              cu_seqlens, *ctx.config)
+    dq, dk, dv, dh0 = backward(q, k, v, decay, enter, do.contiguous(), None if dht is None else dht.contiguous(),
+                               cu_seqlens, *ctx.config)
     dh0 = None if ctx.state_dtype is None else dh0.to(ctx.state_dtype)
     return dq, dk, dv, None, dh0, None, None, None, None
 
 
+def _backward(ctx, do, dht, _denter):
+    return _grads(ctx, do, dht, _bwd_op)
+
+
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerAttention(torch.autograd.Function):
+    """``_fwd_op`` and its backward for eager calls: the same kernels, launched directly. (``forward`` takes
+    ``ctx``: a separate ``setup_context`` makes every ``apply`` bind arguments through ``inspect.signature``.)"""
+
+    @staticmethod
+    def forward(ctx, q, k, v, decay, initial_state, cu_seqlens, scale, chunk, segment):
+        output = chunk_fwd(q, k, v, decay, initial_state, cu_seqlens, scale, chunk, segment, direct=True)
+        ctx.set_materialize_grads(False)
+        _setup_context(ctx, (q, k, v, decay, initial_state, cu_seqlens, scale, chunk, segment), output)
+        return output
+
+    @staticmethod
+    def backward(ctx, do, dht, _denter):
+        return _grads(ctx, do, dht, lambda *args: chunk_bwd(*args, direct=True))
 
 
 def _step_fake(q, k, v, decay, state, scale):
@@ -200,18 +224,18 @@ def lightning_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay
         state = None if initial_state is None else initial_state.to(q.device).contiguous()
         o, ht = _step(q.contiguous(), k.contiguous(), v.contiguous(), _decay(decay, q), state, scale)
     else:
-        o, ht, _ = _fwd_op(q.contiguous(), k.contiguous(), v.contiguous(), _decay(decay, q),
-                           None if initial_state is None else initial_state.to(q.device).contiguous(),
-                           None if cu_seqlens is None else cu_seqlens.to(q.device), scale, CHUNK,
-                           segment_size(b * t, h))
+        args = (q.contiguous(), k.contiguous(), v.contiguous(), _decay(decay, q),
+                None if initial_state is None else initial_state.to(q.device).contiguous(),
+                None if cu_seqlens is None else cu_seqlens.to(q.device), scale, CHUNK, segment_size(b * t, h))
+        o, ht, _ = _EagerAttention.apply(*args) if eager(*args[:6]) else _fwd_op(*args)
     return o, (ht if output_final_state else None)
 
 
 def _step(q, k, v, decay, state, scale):
-    """The step op under torch.compile; eager calls launch the kernel directly (no custom-op dispatch cost)."""
-    if torch.compiler.is_compiling():
-        return _step_op(q, k, v, decay, state, scale)
-    return step_fwd(q, k, v, decay, state, scale, direct=True)
+    """Eager calls launch the kernel directly (no custom-op dispatch cost); traced ones go through the step op."""
+    if eager(q, k, v, decay, state):
+        return step_fwd(q, k, v, decay, state, scale, direct=True)
+    return _step_op(q, k, v, decay, state, scale)
 
 
 def lightning_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor,

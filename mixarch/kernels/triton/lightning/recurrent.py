@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
+
+from mixarch.kernels.triton import cdiv, launcher, pow2
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -39,17 +40,14 @@ def step_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Ten
     contiguous (any float dtype) or None (zeros). Returns o ``[B, 1, H, Dv]`` (q's dtype) and the new state
     ``[B, H, Dk, Dv]`` fp32; ``state`` is not modified.
 
-    ``direct``: launch the kernel itself, for eager calls outside a custom op. ``wrap_triton`` outside a
-    ``triton_op`` dispatches through a higher-order op in eager mode too, which cost ~200 us of host time per
-    step on an H200 (measured with bench/lightning.py); inside the op, or traced, the wrapper is needed."""
+    ``direct``: launch the kernel itself (eager calls; see :func:`~mixarch.kernels.triton.launcher`)."""
     b, _, h, dk = q.shape
     dv = v.shape[-1]
     o = torch.empty(b, 1, h, dv, dtype=q.dtype, device=q.device)
     new_state = torch.empty(b, h, dk, dv, dtype=torch.float32, device=q.device)
-    bk = max(16, triton.next_power_of_2(dk))
-    bv = min(32, max(16, triton.next_power_of_2(dv)))
-    kernel = _step if direct else wrap_triton(_step)
-    kernel[(b * h, triton.cdiv(dv, bv))](
+    bk = pow2(dk, 16)
+    bv = min(32, pow2(dv, 16))
+    launcher(_step, direct)[(b * h, cdiv(dv, bv))](
         q, k, v, decay, state, new_state, o, scale, H=h, DK=dk, DV=dv, BK=bk, BV=bv, HAS_STATE=state is not None,
         num_warps=4)
     return o, new_state
