@@ -54,8 +54,10 @@ def launcher(kernel, direct: bool):
 
 def eager(*tensors: torch.Tensor | None) -> bool:
     """The direct launch path may be taken: no torch.compile tracing, no dispatch mode (``make_fx``, fake tensors)
-    and plain tensors (no subclasses), so that every tracer sees the custom ops."""
+    and plain tensors (no subclasses, no torch.func transform's wrappers), so that every tracer and transform sees
+    the custom ops."""
     from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
     return (not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
-            and all(t is None or type(t) is torch.Tensor for t in tensors))
+            and all(t is None or (type(t) is torch.Tensor and not wrapped(t)) for t in tensors))
