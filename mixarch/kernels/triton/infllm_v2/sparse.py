@@ -361,6 +361,35 @@ def _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC: tl.constexpr)
 
 
 @triton.jit
+def _key_block(k_ptr, v_ptr, i_b, i_h, blk, T_K, HKV: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+               DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, UPCAST: tl.constexpr):
+    """Key block ``blk`` of KV head ``i_h``: ``(kpos, key_ok, kv_rows, k, v)`` (positions, valid keys, rows of
+    ``k`` / ``v`` as ``[B*Tk*Hkv, D]`` and the ``[BSP, BD]`` / ``[BSP, BDV]`` tiles)."""
+    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
+    kpos = blk * BS + offs_s
+    key_ok = (offs_s < BS) & (kpos < T_K)
+    kv_rows = (i_b * T_K + kpos) * HKV + i_h
+    k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
+    v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+    return kpos, key_ok, kv_rows, k, v
+
+
+@triton.jit
+def _dkv_queries(q_ptr, do_ptr, lse_ptr, delta_ptr, q_rows, col_ok, qpos, k, v, kpos, key_ok, dk, dv, qk_scale,
+                 D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, UPCAST: tl.constexpr,
+                 PREC: tl.constexpr):
+    """``(dk, dv)`` plus the share of the query rows ``q_rows`` (valid ``col_ok``, at absolute positions ``qpos``)
+    in a key block's gradients, causally masked."""
+    offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
+    q = _tile(q_ptr, q_rows, col_ok, offs_d, offs_d < D, D, UPCAST)
+    do = _tile(do_ptr, q_rows, col_ok, offs_v, offs_v < DV, DV, UPCAST)
+    lse = tl.load(lse_ptr + q_rows, mask=col_ok, other=0.0)
+    delta = tl.load(delta_ptr + q_rows, mask=col_ok, other=0.0)
+    ok = key_ok[:, None] & col_ok[None, :] & (kpos[:, None] <= qpos[None, :])
+    return _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC)
+
+
+@triton.jit
 def _dkv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, csr_q_ptr, blk_off_ptr, item_off_ptr,
                 item_blk_ptr, dk_ptr, dv_ptr, qk_scale, scale, T_Q, T_K, NB, N_BLK, CHUNK,
                 HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
@@ -378,12 +407,8 @@ def _dkv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, csr_q_ptr, blk_
     shared = tl.load(item_off_ptr + gb + 1) - first_item > 1
     q_lo = tl.load(blk_off_ptr + gb) + (item - first_item) * CHUNK
     q_hi = tl.minimum(q_lo + CHUNK, tl.load(blk_off_ptr + gb + 1))
-    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
-    kpos = blk * BS + offs_s
-    key_ok = (offs_s < BS) & (kpos < T_K)
-    kv_rows = (i_b * T_K + kpos) * HKV + i_h
-    k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
-    v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+    offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
+    kpos, key_ok, kv_rows, k, v = _key_block(k_ptr, v_ptr, i_b, i_h, blk, T_K, HKV, D, BD, DV, BDV, BS, BSP, UPCAST)
     dk = tl.zeros([BSP, BD], tl.float32)
     dv = tl.zeros([BSP, BDV], tl.float32)
     cols = tl.arange(0, BQ * GP)
@@ -394,12 +419,8 @@ def _dkv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, csr_q_ptr, blk_
         qi = tl.load(csr_q_ptr + slot, mask=in_item, other=0)
         col_ok = in_item & (c_g < G)
         q_rows = (i_b * T_Q + qi) * HQ + i_h * G + c_g
-        q = _tile(q_ptr, q_rows, col_ok, offs_d, offs_d < D, D, UPCAST)
-        do = _tile(do_ptr, q_rows, col_ok, offs_v, offs_v < DV, DV, UPCAST)
-        lse = tl.load(lse_ptr + q_rows, mask=col_ok, other=0.0)
-        delta = tl.load(delta_ptr + q_rows, mask=col_ok, other=0.0)
-        ok = key_ok[:, None] & col_ok[None, :] & (kpos[:, None] <= (T_K - T_Q + qi)[None, :])
-        dk, dv = _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC)
+        dk, dv = _dkv_queries(q_ptr, do_ptr, lse_ptr, delta_ptr, q_rows, col_ok, T_K - T_Q + qi, k, v, kpos, key_ok,
+                              dk, dv, qk_scale, D, BD, DV, BDV, UPCAST, PREC)
     dk_ptrs = dk_ptr + kv_rows.to(tl.int64)[:, None] * D + offs_d[None, :]
     dv_ptrs = dv_ptr + kv_rows.to(tl.int64)[:, None] * DV + offs_v[None, :]
     dk_ok = key_ok[:, None] & (offs_d < D)[None, :]
@@ -424,12 +445,8 @@ def _dkv_window_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, 
         return
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale, scale = as_fp32(qk_scale), as_fp32(scale)
-    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
-    kpos = kb * BS + offs_s
-    key_ok = (offs_s < BS) & (kpos < T_K)
-    kv_rows = (i_b * T_K + kpos) * HKV + i_h
-    k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
-    v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+    offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
+    kpos, key_ok, kv_rows, k, v = _key_block(k_ptr, v_ptr, i_b, i_h, kb, T_K, HKV, D, BD, DV, BDV, BS, BSP, UPCAST)
     dk = tl.zeros([BSP, BD], tl.float32)
     dv = tl.zeros([BSP, BDV], tl.float32)
     p_lo = tl.maximum(kb * BS, T_K - T_Q)  # absolute positions of those queries
@@ -440,12 +457,8 @@ def _dkv_window_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, 
         pos = start + r // GP
         col_ok = (pos >= p_lo) & (pos < p_hi) & (g < G)
         q_rows = (i_b * T_Q + pos - (T_K - T_Q)) * HQ + i_h * G + g
-        q = _tile(q_ptr, q_rows, col_ok, offs_d, offs_d < D, D, UPCAST)
-        do = _tile(do_ptr, q_rows, col_ok, offs_v, offs_v < DV, DV, UPCAST)
-        lse = tl.load(lse_ptr + q_rows, mask=col_ok, other=0.0)
-        delta = tl.load(delta_ptr + q_rows, mask=col_ok, other=0.0)
-        ok = key_ok[:, None] & col_ok[None, :] & (kpos[:, None] <= pos[None, :])
-        dk, dv = _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC)
+        dk, dv = _dkv_queries(q_ptr, do_ptr, lse_ptr, delta_ptr, q_rows, col_ok, pos, k, v, kpos, key_ok, dk, dv,
+                              qk_scale, D, BD, DV, BDV, UPCAST, PREC)
     tl.store(dk_ptr + kv_rows.to(tl.int64)[:, None] * D + offs_d[None, :], dk * scale,
              mask=key_ok[:, None] & (offs_d < D)[None, :])
     tl.store(dv_ptr + kv_rows.to(tl.int64)[:, None] * DV + offs_v[None, :], dv,
