@@ -17,7 +17,8 @@
 #        without fla unless WITH_FLA=1, which first compiles them in 14 processes (bench/fla_precompile.py, ~80 s).
 # sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K).
 # infllm_profile: bench/infllm_v2_profile.py --sweep (per-kernel profile, backward launch variants, decode, eager host time).
-# eager_ab: bench/eager_launch_ab.py (direct launches against the custom ops' wrap_triton, same process).
+# eager_ab: bench/eager_launch_ab.py (direct launches against the custom ops' wrap_triton, same process), then
+#        bench/lightning_host.py (GPU time with launches queued against host time).
 # e2e:   bench/e2e.py with its measurement budget (E2E_BUDGET seconds, default 300).
 set -u
 OUT=${OUT:-gpu-results}
@@ -52,7 +53,8 @@ for s in "${steps[@]}"; do
         sweep) step sweep 240 python3 bench/lightning_sweep.py ;;
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
         infllm_profile) step infllm_profile 240 python3 bench/infllm_v2_profile.py --sweep ;;
-        eager_ab) step eager_ab 180 python3 bench/eager_launch_ab.py ;;
+        eager_ab) step eager_ab 180 python3 bench/eager_launch_ab.py
+                  step lightning_host 120 python3 bench/lightning_host.py ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
         *) echo "unknown step $s (tests, lightning, sweep, infllm, infllm_profile, eager_ab, e2e)" >&2; exit 2 ;;
