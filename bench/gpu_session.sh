@@ -41,7 +41,8 @@ nvidia-smi -L
 for s in "${steps[@]}"; do
     case $s in
         tests) CUDA_LAUNCH_BLOCKING=1 step tests 450 python3 -m pytest -q -n 8 -p no:cacheprovider \
-                   tests/test_triton_lightning.py tests/test_triton_infllm_v2.py tests/test_kernel_conformance.py ;;
+                   tests/test_triton_lightning.py tests/test_triton_infllm_v2.py tests/test_kernel_conformance.py \
+                   tests/test_triton_mutation_analysis.py ;;
         lightning) if [ "${WITH_FLA:-0}" = 1 ]; then
                        fla=()
                        step fla_precompile 210 python3 bench/fla_precompile.py 14

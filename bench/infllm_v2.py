@@ -20,8 +20,8 @@ local 32, top-96, the released C2 normalizer; ``--exact`` for the exact one), al
    attention matmuls actually needed: stage 2 ``4 * Hq * D * 64 * sum of visible selected keys``, SDPA
    ``2 * Hq * D * T^2`` (causal), backward 2.5x the forward.
 3. Decode at ``--decode-len`` context: one query against the cache (its C1/C2 keys precomputed, as the mixer
-   keeps them): Triton select + stage 2, stage 2 alone, and SDPA over the whole cache, as eager calls and as
-   CUDA-graph replays (GPU time). The floor is reading the selected K/V (96 blocks) plus the C1/C2 keys.
+   keeps them): Triton select + stage 2 (also without programmatic dependent launch, ``MIXARCH_PDL=0``), stage
+   2 alone, and SDPA over the whole cache, as eager calls and as CUDA-graph replays (GPU time). The floor is reading the selected K/V (96 blocks) plus the C1/C2 keys.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from timing import graph_time_ms, time_ms  # bench/timing.py (scripts run from b
 from mixarch.kernels import KERNELS_ENV, choose
 from mixarch.kernels.dispatch import call
 from mixarch.kernels.triton.infllm_v2.sparse import triton_sparse_block_attention
+from mixarch.kernels.triton.pdl import ENV as PDL_ENV
 from mixarch.ops.infllm_v2 import C2_FACTOR, compress_keys, infllm_v2_attention
 from mixarch.ops.infllm_v2.attention import reference_infllm_v2_select, sparse_block_attention
 from mixarch.testing.compare import rel_rmse
@@ -224,6 +225,15 @@ def _kv_bytes(n: int) -> int:
     return n * HKV * D * 2 * 2
 
 
+def _without_pdl(call):
+    """``call()`` with programmatic dependent launch off (``MIXARCH_PDL=0``; the A/B of the decode rows)."""
+    os.environ[PDL_ENV] = "0"
+    try:
+        return call()
+    finally:
+        del os.environ[PDL_ENV]
+
+
 def decode(t: int, exact: bool, quick: bool) -> list[str]:
     q, k, v = _inputs(t, 1, seed=3)
     c1 = compress_keys(k, SALA["kernel_size"], SALA["kernel_stride"])
@@ -233,11 +243,13 @@ def decode(t: int, exact: bool, quick: bool) -> list[str]:
         _, idx = layer(q, k, v, compressed_k=c1, compressed_k2=c2, return_indices=True)
         fns = {
             "triton select + stage 2": lambda: layer(q, k, v, compressed_k=c1, compressed_k2=c2),
+            "the same, without PDL": lambda: _without_pdl(lambda: layer(q, k, v, compressed_k=c1, compressed_k2=c2)),
             "triton stage 2 alone": lambda: triton_sparse_block_attention(q, k, v, idx, block_size=64,
                                                                           **_forcing(SALA)),
             "sdpa (flash) over the whole cache": lambda: _sdpa_flash(q, k, v, causal=False),
         }
         floors = {"triton select + stage 2": _kv_bytes(SALA["topk"] * 64) + (c1.numel() + c2.numel()) * 2,
+                  "the same, without PDL": _kv_bytes(SALA["topk"] * 64) + (c1.numel() + c2.numel()) * 2,
                   "triton stage 2 alone": _kv_bytes(SALA["topk"] * 64),
                   "sdpa (flash) over the whole cache": _kv_bytes(t)}
         times = {name: (time_ms(fn, quick) * 1e3, graph_time_ms(fn, quick) * 1e3) for name, fn in fns.items()}

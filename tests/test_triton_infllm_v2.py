@@ -275,3 +275,70 @@ def test_compiles_without_graph_breaks(monkeypatch, dtype):
     assert_close_rel("compiled", eager.float(), compiled.float(), 1e-6 if dtype == torch.float32 else 1e-2)
     compiled.float().square().sum().backward()
     assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["exact ties", "distinct"])
+@pytest.mark.parametrize("t_q", [1, 15, 64])
+def test_topk_kernel_matches_select_blocks(t_q, tied):
+    """The top-k launch alone against ``select_blocks`` on forced scores, exact ties (scores from four levels,
+    ``-inf`` among them: the larger block index wins) or distinct ones; the poison beyond the candidates must
+    not be read."""
+    from mixarch.kernels.triton.infllm_v2.select import topk_blocks
+    from mixarch.ops.infllm_v2.select import select_blocks
+
+    block, init, local, topk, hkv = 4, 1, 2, 7, 2
+    t_k = 70 + t_q
+    nb = -(-t_k // block)
+    gen = torch.Generator().manual_seed(t_q)
+    if tied:
+        scores = torch.tensor([float("-inf"), 0.25, 0.5, 3.0])[torch.randint(0, 4, (hkv, t_q, nb), generator=gen)]
+    else:
+        scores = torch.rand((hkv, t_q, nb), generator=gen)
+    bq = (torch.arange(t_k - t_q, t_k) // block)[:, None]
+    blk = torch.arange(nb)[None, :]
+    candidate = blk <= bq
+    scores = scores.masked_fill(~candidate, 1e30).to(DEVICE)  # poison: never a candidate
+    forced = (blk < init) | ((blk >= bq - local) & candidate)
+    want = select_blocks(scores.masked_fill(forced.to(DEVICE), float("inf")).unsqueeze(0),
+                         candidate.to(DEVICE), topk)
+    out = torch.full((1, hkv, t_q, topk), -7, dtype=torch.int64, device=DEVICE)
+    assert torch.equal(topk_blocks(scores, out, t_k, block, init, local, direct=True), want)
+
+
+def test_programmatic_dependent_launch_only_for_direct_cuda_launches(monkeypatch):
+    """PDL needs a direct launch on a CUDA device of sm_90+; never on the interpreter, off with MIXARCH_PDL=0."""
+    from mixarch.kernels.triton import pdl
+
+    assert not pdl.pdl_enabled(torch.device("cpu"), True)
+    if CUDA:
+        dev = torch.device("cuda")
+        assert not pdl.pdl_enabled(dev, False)
+        monkeypatch.setenv(pdl.ENV, "0")
+        assert not pdl.pdl_enabled(dev, True)
+        monkeypatch.delenv(pdl.ENV)
+        assert pdl.pdl_enabled(dev, True) == (torch.cuda.get_device_capability()[0] >= 9)
+
+
+@pytest.mark.skipif(not CUDA, reason="programmatic dependent launch is a CUDA feature")
+@pytest.mark.parametrize("t_q", [1, 200])
+def test_programmatic_dependent_launch_changes_nothing(monkeypatch, t_q):
+    """Selection + stage 2 (decode: the split kernels and their merge; prefill: window tiles, gathers) with and
+    without PDL, eagerly and as CUDA-graph replays: bit-identical indices and outputs."""
+    from mixarch.kernels.triton import pdl
+
+    q, k, v = (x.to(torch.bfloat16) for x in _qkv(1200, 2, 16, 64, seed=4, t_q=t_q))
+    geo = dict(GEO, block_size=64, kernel_size=32, kernel_stride=16, local_blocks=2, topk=6)
+    runs = {}
+    for on in ("0", "1"):
+        monkeypatch.setenv(pdl.ENV, on)
+        with torch.no_grad():
+            runs[on, "eager"] = _run(monkeypatch, TRITON, q, k, v, exact_normalizer=False, **geo)
+            graph = torch.cuda.CUDAGraph()
+            _run(monkeypatch, TRITON, q, k, v, exact_normalizer=False, **geo)  # compiled before capture
+            with torch.cuda.graph(graph):
+                o, idx = _run(monkeypatch, TRITON, q, k, v, exact_normalizer=False, **geo)
+            graph.replay()
+            runs[on, "graph"] = (o.clone(), idx.clone())
+    ref_o, ref_idx = runs["0", "eager"]
+    for o, idx in runs.values():
+        assert torch.equal(idx, ref_idx) and torch.equal(o, ref_o)

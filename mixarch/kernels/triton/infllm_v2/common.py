@@ -22,9 +22,13 @@ def dot_args(dtype: torch.dtype) -> dict:
     return dict(UPCAST=interpreting(), PREC="ieee" if dtype == torch.float32 else "tf32")
 
 
-def launch(num_warps: int, num_stages: int = 2) -> dict:
-    """Launch options (the interpreter ignores them)."""
-    return {} if interpreting() else dict(num_warps=num_warps, num_stages=num_stages)
+def launch(num_warps: int, num_stages: int = 2, pdl: bool | None = None) -> dict:
+    """Launch options (the interpreter ignores them); for kernels with a ``PDL`` constexpr, ``pdl`` sets it and
+    launches with programmatic dependent launch when true (:mod:`mixarch.kernels.triton.pdl`)."""
+    opts = {} if pdl is None else dict(PDL=pdl)
+    if pdl:
+        opts["launch_pdl"] = True
+    return opts if interpreting() else dict(num_warps=num_warps, num_stages=num_stages, **opts)
 
 
 def num_sms(device: torch.device) -> int:

@@ -40,6 +40,7 @@ from mixarch.kernels.triton.infllm_v2.common import (
     launch,
     num_sms,
 )
+from mixarch.kernels.triton.pdl import pdl_enabled, pdl_handoff
 from mixarch.ops.infllm_v2.compress import C2_FACTOR
 
 
@@ -65,8 +66,10 @@ def _load_rows(ptr, rows, row_ok, D: tl.constexpr, BD: tl.constexpr, UPCAST: tl.
 def _lse_kernel(q_ptr, c_ptr, m_ptr, l_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES,
                 HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
                 D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
-                NSPLIT: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
+                NSPLIT: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
     """Partial (max, sum of exp2) of ``q . c * qk_scale`` over the visible keys of split ``program_id(1)``."""
+    if PDL:
+        pdl_handoff()
     i_q, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
@@ -102,8 +105,10 @@ def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, 
                   D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
                   R: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, NSPLIT_L: tl.constexpr,
                   APPROX: tl.constexpr, WIN2: tl.constexpr, STRIDE2: tl.constexpr,
-                  UPCAST: tl.constexpr, PREC: tl.constexpr):
+                  UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
     """Block scores (group-summed, max-pooled, not forced) of the candidate blocks of split ``program_id(1)``."""
+    if PDL:
+        pdl_handoff()
     i_q, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
@@ -176,8 +181,10 @@ def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, 
 
 @triton.jit
 def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, BLOCK: tl.constexpr, TOPK: tl.constexpr,
-                 TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr):
+                 TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, PDL: tl.constexpr):
     """Forcing + top-``TOPK`` of ``BR`` rows of block scores; ascending indices, ``-1`` padded."""
+    if PDL:
+        pdl_handoff()
     i_r, i_bh = tl.program_id(0), tl.program_id(1)
     rows = i_r * BR + tl.arange(0, BR)
     row_ok = rows < T_Q
@@ -252,6 +259,7 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     if t_q == 0 or b == 0:
         return out
     cuda = dev.type == "cuda"
+    pdl = pdl_enabled(dev, direct)
     bq = _query_tile(t_q, gp, 128 if cuda else 16)
     bd = pow2(d, 16)
     bn = max(64 if cuda else 16, 2 * r)
@@ -268,7 +276,7 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     l_part = torch.empty_like(m_part)
     launcher(_lse_kernel, direct)[(n_q, nsplit_l, b * hkv)](
         q, c2 if approx else c1, m_part, l_part, qk_scale, t_q, t_k, n_norm, cdiv(norm_tiles, nsplit_l),
-        WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, **common, **launch(warps))
+        WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, **common, **launch(warps, pdl=pdl))
 
     # 2. block scores of the candidate blocks, blocks split like the keys above
     scores = torch.empty((b * hkv, t_q, nb), dtype=torch.float32, device=dev)
@@ -278,14 +286,23 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
         q, c1, m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s),
         WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l,
         APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride, **common,
-        **launch(warps))
+        **launch(warps, pdl=pdl))
 
     # 3. forcing + top-k
+    return topk_blocks(scores, out, t_k, block_size, init_blocks, local_blocks, direct=direct)
+
+
+def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: int, init_blocks: int,
+                local_blocks: int, *, direct: bool) -> torch.Tensor:
+    """Forcing + top-k of unforced block scores ``[B*Hkv, Tq, nb]`` (fp32, the last ``Tq`` of ``t_k``
+    positions; only candidates ``b <= b_t`` are read) into ``out`` ``[B, Hkv, Tq, topk]`` (int64): the launch
+    of :func:`_topk_kernel`, same result as :func:`mixarch.ops.infllm_v2.select.select_blocks`."""
+    t_q, nb, topk = scores.shape[1], scores.shape[2], out.shape[-1]
     nbp = pow2(nb, 16)
-    br = max(1, min(pow2(t_q), 4096 // nbp if cuda else 16))
-    launcher(_topk_kernel, direct)[(cdiv(t_q, br), b * hkv)](
+    br = max(1, min(pow2(t_q), 4096 // nbp if scores.is_cuda else 16))
+    launcher(_topk_kernel, direct)[(cdiv(t_q, br), scores.shape[0])](
         scores, out, t_q, t_k, nb, init_blocks, local_blocks, BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk),
-        BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1))
+        BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl_enabled(scores.device, direct)))
     return out
 
 

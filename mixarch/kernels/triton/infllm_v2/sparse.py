@@ -52,6 +52,7 @@ from mixarch.kernels.triton.infllm_v2.common import (
     launch,
     num_sms,
 )
+from mixarch.kernels.triton.pdl import pdl_enabled, pdl_handoff
 from mixarch.ops.infllm_v2.attention import check_forcing, forced_blocks, with_forced_blocks
 
 
@@ -162,9 +163,11 @@ def _window_tile(i_m, i_h, i_b, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr, G: tl.c
 def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, TOKS: tl.constexpr, D: tl.constexpr,
                    BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
-                   UPCAST: tl.constexpr, PREC: tl.constexpr):
+                   UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
     """The forced blocks of ``TOKS`` consecutive queries of one block (they share them) for the ``G`` heads of a
     KV group, as one ``[TOKS * GP, D]`` tile: partial ``o`` (fp32) and log2-sum-exp for :func:`_fwd_kernel`."""
+    if PDL:
+        pdl_handoff()
     i_m, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
@@ -199,7 +202,10 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, po_ptr, plse_ptr, o_ptr, lse_ptr, 
                 T_Q, T_K, SLOTS, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr,
                 GM: tl.constexpr, N_IDX: tl.constexpr, N_IDXP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
                 DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, SPLIT: tl.constexpr,
-                FORCING: tl.constexpr, FROM_PART: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
+                FORCING: tl.constexpr, FROM_PART: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+                PDL: tl.constexpr):
+    if PDL:
+        pdl_handoff()
     i_t, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
@@ -243,9 +249,11 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, po_ptr, plse_ptr, o_ptr, lse_ptr, 
 @triton.jit
 def _combine_kernel(acc_ptr, m_ptr, l_ptr, o_ptr, lse_ptr, T_Q, NSPLIT, HQ: tl.constexpr, HKV: tl.constexpr,
                     G: tl.constexpr, GM: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, NSP: tl.constexpr,
-                    DC: tl.constexpr):
+                    DC: tl.constexpr, PDL: tl.constexpr):
     """Merge the ``NSPLIT`` partial softmax results of one (query, KV head), value columns ``DC * program_id(2)``
     on: every split is loaded at once (``[NSP, GM, DC]``), no dependent chain of loads."""
+    if PDL:
+        pdl_handoff()
     i_t, i_bh, i_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     g = tl.arange(0, GM)
@@ -361,17 +369,23 @@ def _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC: tl.constexpr)
 
 
 @triton.jit
-def _key_block(k_ptr, v_ptr, i_b, i_h, blk, T_K, HKV: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
-               DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, UPCAST: tl.constexpr):
-    """Key block ``blk`` of KV head ``i_h``: ``(kpos, key_ok, kv_rows, k, v)`` (positions, valid keys, rows of
-    ``k`` / ``v`` as ``[B*Tk*Hkv, D]`` and the ``[BSP, BD]`` / ``[BSP, BDV]`` tiles)."""
-    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
+def _key_rows(i_b, i_h, blk, T_K, HKV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr):
+    """Key block ``blk`` of KV head ``i_h``: ``(kpos, key_ok, kv_rows)`` (positions, valid keys, rows of ``k`` /
+    ``v`` as ``[B*Tk*Hkv, D]``). No pointer argument: torch's mutation analysis of a traced kernel counts every
+    pointer passed to a call as written when a store's address depends on the call's result."""
+    offs_s = tl.arange(0, BSP)
     kpos = blk * BS + offs_s
     key_ok = (offs_s < BS) & (kpos < T_K)
-    kv_rows = (i_b * T_K + kpos) * HKV + i_h
-    k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
-    v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
-    return kpos, key_ok, kv_rows, k, v
+    return kpos, key_ok, (i_b * T_K + kpos) * HKV + i_h
+
+
+@triton.jit
+def _key_block(k_ptr, v_ptr, kv_rows, key_ok, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
+               BDV: tl.constexpr, UPCAST: tl.constexpr):
+    """The ``[BSP, BD]`` key and ``[BSP, BDV]`` value tiles of the rows of :func:`_key_rows`."""
+    offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
+    return (_tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST),
+            _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST))
 
 
 @triton.jit
@@ -408,7 +422,8 @@ def _dkv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, csr_q_ptr, blk_
     q_lo = tl.load(blk_off_ptr + gb) + (item - first_item) * CHUNK
     q_hi = tl.minimum(q_lo + CHUNK, tl.load(blk_off_ptr + gb + 1))
     offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
-    kpos, key_ok, kv_rows, k, v = _key_block(k_ptr, v_ptr, i_b, i_h, blk, T_K, HKV, D, BD, DV, BDV, BS, BSP, UPCAST)
+    kpos, key_ok, kv_rows = _key_rows(i_b, i_h, blk, T_K, HKV, BS, BSP)
+    k, v = _key_block(k_ptr, v_ptr, kv_rows, key_ok, D, BD, DV, BDV, UPCAST)
     dk = tl.zeros([BSP, BD], tl.float32)
     dv = tl.zeros([BSP, BDV], tl.float32)
     cols = tl.arange(0, BQ * GP)
@@ -446,7 +461,8 @@ def _dkv_window_kernel(q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, 
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale, scale = as_fp32(qk_scale), as_fp32(scale)
     offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
-    kpos, key_ok, kv_rows, k, v = _key_block(k_ptr, v_ptr, i_b, i_h, kb, T_K, HKV, D, BD, DV, BDV, BS, BSP, UPCAST)
+    kpos, key_ok, kv_rows = _key_rows(i_b, i_h, kb, T_K, HKV, BS, BSP)
+    k, v = _key_block(k_ptr, v_ptr, kv_rows, key_ok, D, BD, DV, BDV, UPCAST)
     dk = tl.zeros([BSP, BD], tl.float32)
     dv = tl.zeros([BSP, BDV], tl.float32)
     p_lo = tl.maximum(kb * BS, T_K - T_Q)  # absolute positions of those queries
@@ -519,6 +535,7 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
     if o.numel() == 0:
         return o, lse
     forcing = init_blocks > 0 or local_blocks >= 0
+    pdl = pdl_enabled(q.device, direct)
     n_slots = n_idx + (init_blocks + local_blocks + 1 if forcing else 0)  # at most, forced blocks included
     nsplit = min(cdiv(2 * num_sms(q.device), t_q * b * hkv), cdiv(n_slots, 2)) if n_slots else 1
     slots = cdiv(max(n_slots, 1), nsplit)
@@ -535,18 +552,18 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
     if window:
         launcher(_window_kernel, direct)[(cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
-            **geo, **launch(*LAUNCH["window"]))
+            **geo, **launch(*LAUNCH["window"], pdl=pdl))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
     launcher(_fwd_kernel, direct)[(t_q, nsplit, b * hkv)](
         q, k, v, indices, po, plse, o, lse, acc, m_part, l_part, scale * LOG2E, t_q, t_k, slots, init_blocks,
         local_blocks, GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), SPLIT=split, FORCING=forcing, FROM_PART=window,
-        **geo, **launch(*LAUNCH["gather_big" if big else "gather"]))
+        **geo, **launch(*LAUNCH["gather_big" if big else "gather"], pdl=pdl))
     if split:
         nsp = pow2(nsplit)
         dc = max(1, min(geo["BDV"], 8192 // (nsp * gm)))
         launcher(_combine_kernel, direct)[(t_q, b * hkv, geo["BDV"] // dc)](
             acc, m_part, l_part, o, lse, t_q, nsplit, HQ=hq, HKV=hkv, G=geo["G"], GM=gm, DV=geo["DV"],
-            BDV=geo["BDV"], NSP=nsp, DC=dc, **launch(4))
+            BDV=geo["BDV"], NSP=nsp, DC=dc, **launch(4, pdl=pdl))
     return o, lse
 
 
