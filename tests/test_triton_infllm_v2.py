@@ -306,16 +306,20 @@ def test_topk_kernel_matches_select_blocks(t_q, tied):
 
 
 def test_programmatic_dependent_launch_only_for_direct_cuda_launches(monkeypatch):
-    """PDL needs a direct launch on a CUDA device of sm_90+; never on the interpreter, off with MIXARCH_PDL=0."""
+    """PDL: direct launches on CUDA sm_90+ only, never on the interpreter, off with ``MIXARCH_PDL=0``; a bad
+    value is named in the error."""
     from mixarch.kernels.triton import pdl
 
     assert not pdl.pdl_enabled(torch.device("cpu"), True)
+    monkeypatch.setenv(pdl.ENV, "sometimes")
+    with pytest.raises(ValueError, match="MIXARCH_PDL='sometimes': expected 1"):
+        pdl.pdl_enabled(torch.device("cpu"), True)
     if CUDA:
         dev = torch.device("cuda")
-        assert not pdl.pdl_enabled(dev, False)
         monkeypatch.setenv(pdl.ENV, "0")
         assert not pdl.pdl_enabled(dev, True)
         monkeypatch.delenv(pdl.ENV)
+        assert not pdl.pdl_enabled(dev, False)
         assert pdl.pdl_enabled(dev, True) == (torch.cuda.get_device_capability()[0] >= 9)
 
 
@@ -329,16 +333,16 @@ def test_programmatic_dependent_launch_changes_nothing(monkeypatch, t_q):
     q, k, v = (x.to(torch.bfloat16) for x in _qkv(1200, 2, 16, 64, seed=4, t_q=t_q))
     geo = dict(GEO, block_size=64, kernel_size=32, kernel_stride=16, local_blocks=2, topk=6)
     runs = {}
-    for on in ("0", "1"):
-        monkeypatch.setenv(pdl.ENV, on)
+    for mode in ("0", "1"):
+        monkeypatch.setenv(pdl.ENV, mode)
         with torch.no_grad():
-            runs[on, "eager"] = _run(monkeypatch, TRITON, q, k, v, exact_normalizer=False, **geo)
+            runs[mode, "eager"] = _run(monkeypatch, TRITON, q, k, v, exact_normalizer=False, **geo)
             graph = torch.cuda.CUDAGraph()
             _run(monkeypatch, TRITON, q, k, v, exact_normalizer=False, **geo)  # compiled before capture
             with torch.cuda.graph(graph):
                 o, idx = _run(monkeypatch, TRITON, q, k, v, exact_normalizer=False, **geo)
             graph.replay()
-            runs[on, "graph"] = (o.clone(), idx.clone())
+            runs[mode, "graph"] = (o.clone(), idx.clone())
     ref_o, ref_idx = runs["0", "eager"]
     for o, idx in runs.values():
         assert torch.equal(idx, ref_idx) and torch.equal(o, ref_o)

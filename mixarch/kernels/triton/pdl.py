@@ -11,9 +11,9 @@ contract every PDL kernel here keeps:
    before the wait.
 :func:`pdl_handoff` does both, at the kernel's start.
 
-Used where a chain of small dependent launches is latency-bound (InfLLM-V2 decode: selection then stage 2).
-Only direct (eager) launches use it; traced calls (custom ops) and the interpreter compile the waits out. Turn it
-off with ``MIXARCH_PDL=0``.
+Used where a chain of small dependent launches is latency-bound (InfLLM-V2 decode: selection then stage 2, as
+the generator replays it in a CUDA graph). Every direct launch of those kernels uses it; ``MIXARCH_PDL=0``
+turns it off. Traced calls (custom ops) and the interpreter compile the waits out.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ try:
 except ImportError:  # a Triton without grid dependency control: PDL stays off, the stubs never run
     gdc_wait = gdc_launch_dependents = None
 
-#: environment variable that turns PDL off ("0")
+#: environment variable: ``1`` (the default) or ``0`` (direct launches without PDL)
 ENV = "MIXARCH_PDL"
 
 
@@ -45,8 +45,11 @@ def _device_supports(index: int) -> bool:
 
 def pdl_enabled(device: torch.device, direct: bool) -> bool:
     """Whether a direct launch on ``device`` uses PDL: CUDA sm_90+, a Triton with grid dependency control,
-    not interpreting, ``MIXARCH_PDL`` not ``0``."""
-    if not direct or device.type != "cuda" or interpreting() or os.environ.get(ENV, "1") == "0":
+    not interpreting, :data:`ENV` not ``0``."""
+    mode = os.environ.get(ENV, "1")
+    if mode not in ("0", "1"):
+        raise ValueError(f"{ENV}={mode!r}: expected 1 (programmatic dependent launch on) or 0 (off)")
+    if not direct or device.type != "cuda" or interpreting() or mode == "0":
         return False
     return _device_supports(device.index if device.index is not None else torch.cuda.current_device())
 
