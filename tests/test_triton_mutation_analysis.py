@@ -1,8 +1,9 @@
-"""torch.compile sees what each InfLLM-V2 Triton kernel writes: torch's mutation analysis of the kernels (the
-TTIR walk that decides which tensors a ``wrap_triton`` call mutates) must find only the kernel's outputs. Where it
-cannot tell, it counts every pointer as written, and compiling a layer whose inputs require grad then fails
-(functionalization copies "mutated" leaves back). The analysis compiles to TTIR for an sm_90 target, which needs
-the kernels defined outside the interpreter: it runs in a subprocess without ``TRITON_INTERPRET``.
+"""torch.compile sees what each Triton kernel (InfLLM-V2, Lightning) writes: torch's mutation analysis of the
+kernels (the TTIR walk that decides which tensors a ``wrap_triton`` call mutates) must find only the kernel's
+outputs. Where it cannot tell, it counts every pointer as written, and compiling a layer whose inputs require
+grad then fails (functionalization copies "mutated" leaves back). The analysis compiles to TTIR for an sm_90
+target, which needs the kernels defined outside the interpreter: it runs in a subprocess without
+``TRITON_INTERPRET``.
 """
 
 from __future__ import annotations
@@ -47,17 +48,36 @@ KERNELS = {
     sp._dkv_window_kernel: dict(TOKS=4),
     sp._dkv_kernel: dict(BQ=4),
 }
-INT = {"idx_ptr": torch.int64, "out_ptr": torch.int64, "csr_q_ptr": torch.int32, "blk_off_ptr": torch.int64,
+import mixarch.kernels.triton.lightning.chunk as lc
+import mixarch.kernels.triton.lightning.recurrent as lr
+
+LIGHTNING = dict(H=4, DK=128, DV=128, DA=128, DB=128, BK=128, BA=128, TV=64, TB=64, TK=64, BV=128, BB=32, C=64,
+                 REVERSE=False, VARLEN=True, IEEE=False, IEEE_AV=False, HAS_INIT=True, HAS_STATE=True)
+#: Lightning kernels and their pointer arguments (no ``_ptr`` suffix there)
+LIGHTNING_KERNELS = {
+    lc._segment_state: "a b decay out slot_start slot_len",
+    lc._scan: "local init enter final decay slot_len seq_first",
+    lc._chunk_fwd: "q k v decay enter o slot_start slot_len",
+    lc._chunk_bwd_dq: "do k v decay enter dq slot_start slot_len",
+    lc._chunk_bwd_dk: "q v do decay arrive dk slot_start slot_len",
+    lc._chunk_bwd_dv: "q k do decay arrive dv slot_start slot_len",
+    lr._step: "q k v decay state new_state o",
+}
+INT = {"slot_start": torch.int64, "slot_len": torch.int32, "seq_first": torch.int32, "idx_ptr": torch.int64, "out_ptr": torch.int64, "csr_q_ptr": torch.int32, "blk_off_ptr": torch.int64,
        "item_off_ptr": torch.int64, "item_blk_ptr": torch.int64}
 analyze = getattr(wrap, "identify_accessed_tensors", None)
 written = {}
-for kernel, extra in KERNELS.items():
-    consts = {**GEO, **extra}
+cases = [(kernel, {**GEO, **extra}, ()) for kernel, extra in KERNELS.items()]
+cases += [(kernel, LIGHTNING, pointers.split()) for kernel, pointers in LIGHTNING_KERNELS.items()]
+for kernel, consts, pointers in cases:
+    jit = kernel
+    while not isinstance(jit, triton.runtime.JITFunction):  # autotuned kernels wrap their JITFunction
+        jit = jit.fn
     kwargs = {}
-    for name in inspect.signature(kernel.fn).parameters:
+    for name in inspect.signature(jit.fn).parameters:
         if name in consts:
             kwargs[name] = consts[name]
-        elif name.endswith("_ptr"):
+        elif name.endswith("_ptr") or name in pointers:
             kwargs[name] = torch.empty(8, dtype=INT.get(name, torch.float32))
         else:
             kwargs[name] = 0.5 if name in ("qk_scale", "scale") else 3
@@ -65,9 +85,19 @@ for kernel, extra in KERNELS.items():
         names = [d.name for d in analyze(kernel, kwargs, {}).read_writes.writes]
     else:  # torch <= 2.11
         names = wrap.identify_mutated_tensors(kernel, kwargs, {})
-    written[kernel.fn.__name__] = sorted(names)
+    written[jit.fn.__name__] = sorted(names)
 print(json.dumps(written))
 '''
+
+
+#: what each Lightning kernel writes
+LIGHTNING_OUTPUTS = {"_segment_state": {"out"}, "_scan": {"enter", "final"}, "_chunk_fwd": {"o"},
+                     "_chunk_bwd_dq": {"dq"}, "_chunk_bwd_dk": {"dk"}, "_chunk_bwd_dv": {"dv"},
+                     "_step": {"new_state", "o"}}
+#: the packed-sequence slot tables: built inside the op, read by the kernels through a helper call (``_program``),
+#: which the analysis counts as a write (compiled packed calls copy these two small int tensors; no input is
+#: affected)
+SLOT_TABLES = {"slot_start", "slot_len"}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +109,7 @@ def written() -> dict[str, list[str]]:
 
 
 def test_every_kernel_is_analyzed(written):
-    assert len(written) == 10
+    assert len(written) == 10 + len(LIGHTNING_OUTPUTS)
 
 
 @pytest.mark.parametrize("kernel", ["_lse_kernel", "_score_kernel", "_topk_kernel", "_window_kernel", "_fwd_kernel",
@@ -89,3 +119,8 @@ def test_only_outputs_count_as_written(written, kernel):
     inputs = INPUTS | ({"o_ptr", "lse_ptr"} if kernel in BACKWARD else set())
     assert written[kernel], f"{kernel}: nothing written"
     assert not inputs & set(written[kernel]), f"{kernel} writes its inputs according to torch: {written[kernel]}"
+
+
+@pytest.mark.parametrize("kernel", sorted(LIGHTNING_OUTPUTS))
+def test_lightning_kernels_write_their_outputs_only(written, kernel):
+    assert set(written[kernel]) - SLOT_TABLES == LIGHTNING_OUTPUTS[kernel], written[kernel]
