@@ -21,7 +21,8 @@ local 32, top-96, the released C2 normalizer; ``--exact`` for the exact one), al
    ``2 * Hq * D * T^2`` (causal), backward 2.5x the forward.
 3. Decode at ``--decode-len`` context: one query against the cache (its C1/C2 keys precomputed, as the mixer
    keeps them): Triton select + stage 2 (also without programmatic dependent launch, ``MIXARCH_PDL=0``), stage
-   2 alone, and SDPA over the whole cache, as eager calls and as CUDA-graph replays (GPU time). The floor is reading the selected K/V (96 blocks) plus the C1/C2 keys.
+   2 alone, and SDPA over the whole cache, as eager calls and as CUDA-graph replays (GPU time). The floor is
+   reading the selected K/V (96 blocks) plus the C1/C2 keys.
 """
 
 from __future__ import annotations
@@ -242,14 +243,14 @@ def decode(t: int, exact: bool, quick: bool) -> list[str]:
     with torch.no_grad():
         _, idx = layer(q, k, v, compressed_k=c1, compressed_k2=c2, return_indices=True)
         fns = {
-            "triton select + stage 2": lambda: layer(q, k, v, compressed_k=c1, compressed_k2=c2),
-            "the same, without PDL": lambda: _without_pdl(lambda: layer(q, k, v, compressed_k=c1, compressed_k2=c2)),
+            "triton select + stage 2": (step := lambda: layer(q, k, v, compressed_k=c1, compressed_k2=c2)),
+            "the same, without PDL": lambda: _without_pdl(step),
             "triton stage 2 alone": lambda: triton_sparse_block_attention(q, k, v, idx, block_size=64,
                                                                           **_forcing(SALA)),
             "sdpa (flash) over the whole cache": lambda: _sdpa_flash(q, k, v, causal=False),
         }
-        floors = {"triton select + stage 2": _kv_bytes(SALA["topk"] * 64) + (c1.numel() + c2.numel()) * 2,
-                  "the same, without PDL": _kv_bytes(SALA["topk"] * 64) + (c1.numel() + c2.numel()) * 2,
+        select_floor = _kv_bytes(SALA["topk"] * 64) + (c1.numel() + c2.numel()) * 2
+        floors = {"triton select + stage 2": select_floor, "the same, without PDL": select_floor,
                   "triton stage 2 alone": _kv_bytes(SALA["topk"] * 64),
                   "sdpa (flash) over the whole cache": _kv_bytes(t)}
         times = {name: (time_ms(fn, quick) * 1e3, graph_time_ms(fn, quick) * 1e3) for name, fn in fns.items()}

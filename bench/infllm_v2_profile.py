@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
-from timing import graph_time_ms  # bench/timing.py (scripts run from bench/)
+from timing import graph_time_ms, host_us  # bench/timing.py (scripts run from bench/)
 from torch.profiler import ProfilerActivity, profile
 
 import mixarch.kernels.triton.infllm_v2.select as sel
@@ -150,14 +149,7 @@ def host_time(t: int) -> None:
         print(f"\neager decode step at {t // 1024}K, microseconds per call (host-bound: GPU time is ~10-20 us):",
               flush=True)
         for name, fn in cases.items():
-            for _ in range(20):
-                fn()
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(300):
-                fn()
-            torch.cuda.synchronize()
-            print(f"  {name}: {(time.perf_counter() - start) / 300 * 1e6:.1f}", flush=True)
+            print(f"  {name}: {host_us(fn):.1f}", flush=True)
 
 
 def main() -> None:

@@ -17,11 +17,10 @@ content; the decode part then used an intermediate build whose modes were named 
 from __future__ import annotations
 
 import os
-import time
 
 import torch
 from infllm_v2_profile import SALA, _decode_case, _inputs  # bench/ (the script directory is on sys.path)
-from timing import graph_time_ms, time_ms
+from timing import graph_time_ms, host_us, time_ms
 
 from mixarch.kernels import KERNELS_ENV
 from mixarch.kernels.triton.pdl import ENV as PDL_ENV
@@ -38,14 +37,7 @@ def decode(t: int) -> None:
     with torch.no_grad():
         for mode in ("0", "1") * 3:
             os.environ[PDL_ENV] = mode
-            for _ in range(30):
-                step()
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(300):
-                step()
-            torch.cuda.synchronize()
-            host = (time.perf_counter() - start) / 300 * 1e6
+            host = host_us(step, warmup=30)
             print(f"decode {t // 1024}K, PDL={mode}: eager {host:.1f} us/step (host-bound), "
                   f"graph {graph_time_ms(step, False) * 1e3:.1f} us", flush=True)
 

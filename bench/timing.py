@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -25,3 +26,16 @@ def graph_time_ms(fn: Callable[[], object], quick: bool) -> float:
     with torch.cuda.graph(graph):
         fn()
     return time_ms(graph.replay, quick)
+
+
+def host_us(fn: Callable[[], object], calls: int = 300, warmup: int = 20) -> float:
+    """Wall-clock microseconds per eager call of ``fn`` over ``calls`` calls after ``warmup`` untimed ones,
+    synchronized at both ends (host time, when the host is slower than the GPU)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6

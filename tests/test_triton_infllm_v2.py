@@ -308,11 +308,12 @@ def test_topk_kernel_matches_select_blocks(t_q, tied):
 def test_programmatic_dependent_launch_only_for_direct_cuda_launches(monkeypatch):
     """PDL: direct launches on CUDA sm_90+ only, never on the interpreter, off with ``MIXARCH_PDL=0``; a bad
     value is named in the error."""
+    from mixarch.errors import MixarchError
     from mixarch.kernels.triton import pdl
 
     assert not pdl.pdl_enabled(torch.device("cpu"), True)
     monkeypatch.setenv(pdl.ENV, "sometimes")
-    with pytest.raises(ValueError, match="MIXARCH_PDL='sometimes': expected 1"):
+    with pytest.raises(MixarchError, match="MIXARCH_PDL='sometimes': expected 1"):
         pdl.pdl_enabled(torch.device("cpu"), True)
     if CUDA:
         dev = torch.device("cuda")

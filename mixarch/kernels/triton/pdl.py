@@ -24,12 +24,13 @@ import os
 import torch
 import triton
 
+from mixarch.errors import MixarchError
 from mixarch.kernels.triton import interpreting
 
 try:
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:  # a Triton without grid dependency control: PDL stays off, the stubs never run
-    gdc_wait = gdc_launch_dependents = None
+except ImportError:  # a Triton without grid dependency control: pdl_enabled() is False, so no kernel
+    gdc_wait = gdc_launch_dependents = None  # ever compiles pdl_handoff
 
 #: environment variable: ``1`` (the default) or ``0`` (direct launches without PDL)
 ENV = "MIXARCH_PDL"
@@ -48,7 +49,7 @@ def pdl_enabled(device: torch.device, direct: bool) -> bool:
     not interpreting, :data:`ENV` not ``0``."""
     mode = os.environ.get(ENV, "1")
     if mode not in ("0", "1"):
-        raise ValueError(f"{ENV}={mode!r}: expected 1 (programmatic dependent launch on) or 0 (off)")
+        raise MixarchError(f"{ENV}={mode!r}: expected 1 (programmatic dependent launch on) or 0 (off)")
     if not direct or device.type != "cuda" or interpreting() or mode == "0":
         return False
     return _device_supports(device.index if device.index is not None else torch.cuda.current_device())
