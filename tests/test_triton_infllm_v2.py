@@ -277,12 +277,13 @@ def test_compiles_without_graph_breaks(monkeypatch, dtype):
     assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
 
 
-@pytest.mark.parametrize("tied", [True, False], ids=["exact ties", "distinct"])
+@pytest.mark.parametrize("values", ["tied", "distinct", "wide"])
 @pytest.mark.parametrize("t_q", [1, 15, 64])
-def test_topk_kernel_matches_select_blocks(t_q, tied):
-    """The top-k launch alone against ``select_blocks`` on forced scores, exact ties (scores from four levels,
-    ``-inf`` among them: the larger block index wins) or distinct ones; the poison beyond the candidates must
-    not be read."""
+def test_topk_kernel_matches_select_blocks(t_q, values):
+    """The top-k launch alone against ``select_blocks`` on forced scores: exact ties (scores from four levels,
+    ``-inf`` among them: the larger block index wins), distinct ones in [0, 1), or ``wide`` ones (both signs,
+    magnitudes 1e-30 to 1e30: keys across the whole int32 range of the threshold search); the poison beyond the
+    candidates must not be read."""
     from mixarch.kernels.triton.infllm_v2.select import topk_blocks
     from mixarch.ops.infllm_v2.select import select_blocks
 
@@ -290,10 +291,13 @@ def test_topk_kernel_matches_select_blocks(t_q, tied):
     t_k = 70 + t_q
     nb = -(-t_k // block)
     gen = torch.Generator().manual_seed(t_q)
-    if tied:
+    if values == "tied":
         scores = torch.tensor([float("-inf"), 0.25, 0.5, 3.0])[torch.randint(0, 4, (hkv, t_q, nb), generator=gen)]
-    else:
+    elif values == "distinct":
         scores = torch.rand((hkv, t_q, nb), generator=gen)
+    else:
+        exponent = torch.empty((hkv, t_q, nb)).uniform_(-30, 30, generator=gen)
+        scores = torch.randn((hkv, t_q, nb), generator=gen) * 10.0 ** exponent
     bq = (torch.arange(t_k - t_q, t_k) // block)[:, None]
     blk = torch.arange(nb)[None, :]
     candidate = blk <= bq

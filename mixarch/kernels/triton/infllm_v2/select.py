@@ -181,7 +181,8 @@ def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, 
 
 @triton.jit
 def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, BLOCK: tl.constexpr, TOPK: tl.constexpr,
-                 TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, PDL: tl.constexpr):
+                 TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, PDL: tl.constexpr,
+                 KEY32: tl.constexpr, EARLY: tl.constexpr):
     """Forcing + top-``TOPK`` of ``BR`` rows of block scores; ascending indices, ``-1`` padded."""
     if PDL:
         pdl_handoff()
@@ -195,19 +196,42 @@ def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, BLOCK: tl.constexpr,
     x = tl.load(s_ptr + base[:, None] * NB + blk[None, :], mask=cand, other=float("-inf"))
     forced = (blk[None, :] < INIT) | ((blk[None, :] >= bt[:, None] - LOCAL) & (blk[None, :] <= bt[:, None]))
     x = tl.where(forced, float("inf"), x)
-    bits = x.to(tl.int32, bitcast=True)
-    key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)  # order-preserving
-    key = tl.where(cand, key, -2147483649)  # non-candidates below every candidate
     k_eff = tl.minimum(bt + 1, TOPK)
-    lo = tl.full([BR], -2147483648, tl.int64)  # invariant: at least k_eff keys >= lo
-    hi = tl.full([BR], 2147483647, tl.int64)
-    for _ in range(32):
-        mid = lo + (hi - lo + 1) // 2
-        ok = tl.sum((key >= mid[:, None]).to(tl.int32), 1) >= k_eff
-        lo = tl.where(ok, mid, lo)
-        hi = tl.where(ok, hi, mid - 1)
-    above = key > lo[:, None]
-    tie = (key == lo[:, None]).to(tl.int32)
+    if KEY32:
+        bits = tl.where(x != x, 0x7FC00000, x.to(tl.int32, bitcast=True))  # NaN: above +inf, as torch.sort
+        key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # order-preserving, > -2^31 for every candidate
+        key = tl.where(cand, key, -2147483648)  # non-candidates below every candidate
+        lo = tl.full([BR], -2147483647, tl.int64)  # invariant: at least k_eff keys >= lo
+        hi = tl.full([BR], 2147483647, tl.int64)
+        if EARLY:  # a probe with exactly k_eff keys at or above it is the threshold: the row stops there
+            n_open = BR
+            while n_open > 0:
+                mid = lo + (hi - lo + 1) // 2
+                cnt = tl.sum((key >= mid.to(tl.int32)[:, None]).to(tl.int32), 1)
+                lo = tl.where(cnt >= k_eff, mid, lo)
+                hi = tl.where(cnt == k_eff, mid, tl.where(cnt >= k_eff, hi, mid - 1))
+                n_open = tl.sum((lo < hi).to(tl.int32), 0)
+        else:
+            for _ in range(32):
+                mid = lo + (hi - lo + 1) // 2
+                ok = tl.sum((key >= mid.to(tl.int32)[:, None]).to(tl.int32), 1) >= k_eff
+                lo = tl.where(ok, mid, lo)
+                hi = tl.where(ok, hi, mid - 1)
+        kth = lo.to(tl.int32)
+    else:
+        bits = x.to(tl.int32, bitcast=True)
+        key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)  # order-preserving
+        key = tl.where(cand, key, -2147483649)  # non-candidates below every candidate
+        lo = tl.full([BR], -2147483648, tl.int64)  # invariant: at least k_eff keys >= lo
+        hi = tl.full([BR], 2147483647, tl.int64)
+        for _ in range(32):
+            mid = lo + (hi - lo + 1) // 2
+            ok = tl.sum((key >= mid[:, None]).to(tl.int32), 1) >= k_eff
+            lo = tl.where(ok, mid, lo)
+            hi = tl.where(ok, hi, mid - 1)
+        kth = lo
+    above = key > kth[:, None]
+    tie = (key == kth[:, None]).to(tl.int32)
     need = k_eff - tl.sum(above.to(tl.int32), 1)
     rank_from_right = tl.sum(tie, 1)[:, None] - tl.cumsum(tie, 1) + tie  # ties: the larger block index wins
     sel = above | ((tie > 0) & (rank_from_right <= need[:, None]))
@@ -292,6 +316,12 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     return topk_blocks(scores, out, t_k, block_size, init_blocks, local_blocks, direct=direct)
 
 
+#: int32 keys in the top-k threshold search (False: int64 keys); an A/B switch for bench/topk_ab.py
+TOPK_KEY32 = True
+#: int32 keys only: stop a row's search at a probe with exactly k keys at or above it
+TOPK_EARLY = True
+
+
 def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: int, init_blocks: int,
                 local_blocks: int, *, direct: bool) -> torch.Tensor:
     """Forcing + top-k of unforced block scores ``[B*Hkv, Tq, nb]`` (fp32, the last ``Tq`` of ``t_k``
@@ -302,7 +332,8 @@ def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: i
     br = max(1, min(pow2(t_q), 4096 // nbp if scores.is_cuda else 16))
     launcher(_topk_kernel, direct)[(cdiv(t_q, br), scores.shape[0])](
         scores, out, t_q, t_k, nb, init_blocks, local_blocks, BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk),
-        BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl_enabled(scores.device, direct)))
+        BR=br, NBP=nbp, KEY32=TOPK_KEY32, EARLY=TOPK_EARLY,
+        **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl_enabled(scores.device, direct)))
     return out
 
 

@@ -496,6 +496,9 @@ LAUNCH = {"window": (8, 3), "gather": (4, 3), "gather_big": (8, 3), "dq_window":
 WINDOW_ROWS = {"fwd": 128, "dq": 128, "dkv": 64}
 #: rows of the CSR dk / dv kernel's query tiles on CUDA (``BQ * GP``)
 DKV_ROWS = 64
+#: fewest slots per program when few (query, KV head) pairs split their slots (decode): 3 against 2 took a
+#: 128K decode step's stage 2 from 15.7-16.2 to 15.0 us on an H200 (bench/decode_split_sweep.py)
+SPLIT_SLOTS = 3
 
 
 def _window_rows(geo: dict, block_size: int, on_cuda: bool, kernel: str) -> int:
@@ -537,7 +540,7 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
     forcing = init_blocks > 0 or local_blocks >= 0
     pdl = pdl_enabled(q.device, direct)
     n_slots = n_idx + (init_blocks + local_blocks + 1 if forcing else 0)  # at most, forced blocks included
-    nsplit = min(cdiv(2 * num_sms(q.device), t_q * b * hkv), cdiv(n_slots, 2)) if n_slots else 1
+    nsplit = min(cdiv(2 * num_sms(q.device), t_q * b * hkv), cdiv(n_slots, SPLIT_SLOTS)) if n_slots else 1
     slots = cdiv(max(n_slots, 1), nsplit)
     nsplit = cdiv(max(n_slots, 1), slots)
     split = nsplit > 1
