@@ -282,8 +282,8 @@ def test_compiles_without_graph_breaks(monkeypatch, dtype):
 def test_topk_kernel_matches_select_blocks(t_q, values):
     """The top-k launch alone against ``select_blocks`` on forced scores: exact ties (scores from four levels,
     ``-inf`` among them: the larger block index wins), distinct ones in [0, 1), or ``wide`` ones (both signs,
-    magnitudes 1e-30 to 1e30: keys across the whole int32 range of the threshold search); the poison beyond the
-    candidates must not be read."""
+    magnitudes 1e-30 to 1e30: keys across the whole int32 range of the threshold search; 5% NaN, which rank
+    above ``+inf`` as in ``torch.sort``); the poison beyond the candidates must not be read."""
     from mixarch.kernels.triton.infllm_v2.select import topk_blocks
     from mixarch.ops.infllm_v2.select import select_blocks
 
@@ -298,6 +298,7 @@ def test_topk_kernel_matches_select_blocks(t_q, values):
     else:
         exponent = torch.empty((hkv, t_q, nb)).uniform_(-30, 30, generator=gen)
         scores = torch.randn((hkv, t_q, nb), generator=gen) * 10.0 ** exponent
+        scores[torch.rand((hkv, t_q, nb), generator=gen) < 0.05] = float("nan")  # above +inf, as torch.sort
     bq = (torch.arange(t_k - t_q, t_k) // block)[:, None]
     blk = torch.arange(nb)[None, :]
     candidate = blk <= bq

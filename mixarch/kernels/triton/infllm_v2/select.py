@@ -14,9 +14,10 @@ Same result as :func:`mixarch.ops.infllm_v2.attention.reference_infllm_v2_select
    (carried across key tiles). Only the block scores ``[B*Hkv, Tq, nb]`` (fp32, candidates ``b <= b_t``)
    reach memory, never the per-key scores.
 3. ``_topk_kernel``: one program per ``BR`` rows of block scores applies the forcing (``+inf``), maps the
-   scores to order-preserving int keys (non-candidates below everything), finds the ``k``-th largest key by
-   a 32-step bisection over the int range, keeps everything above it plus the ties of largest block index,
-   and compacts the kept blocks with a prefix sum: ascending indices, ``-1`` padded.
+   scores to order-preserving int32 keys (non-candidates below everything, NaN above ``+inf`` as in
+   ``torch.sort``), finds the ``k``-th largest key by a bisection over the int32 range (at most 32 probes; a
+   row stops at a probe with exactly ``k`` keys at or above it), keeps everything above it plus the ties of
+   largest block index, and compacts the kept blocks with a prefix sum: ascending indices, ``-1`` padded.
 
 Work (prefill, ``T`` queries and keys, ``Hq`` heads): ``2 * T * Hq * D * T/(2s)`` FLOPs for the C1 pass plus
 a quarter (approximate) or the same again (exact normalizer) for the normalizer pass; memory traffic is
@@ -181,8 +182,7 @@ def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, 
 
 @triton.jit
 def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, BLOCK: tl.constexpr, TOPK: tl.constexpr,
-                 TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, PDL: tl.constexpr,
-                 KEY32: tl.constexpr, EARLY: tl.constexpr):
+                 TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, PDL: tl.constexpr):
     """Forcing + top-``TOPK`` of ``BR`` rows of block scores; ascending indices, ``-1`` padded."""
     if PDL:
         pdl_handoff()
@@ -197,39 +197,21 @@ def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, BLOCK: tl.constexpr,
     forced = (blk[None, :] < INIT) | ((blk[None, :] >= bt[:, None] - LOCAL) & (blk[None, :] <= bt[:, None]))
     x = tl.where(forced, float("inf"), x)
     k_eff = tl.minimum(bt + 1, TOPK)
-    if KEY32:
-        bits = tl.where(x != x, 0x7FC00000, x.to(tl.int32, bitcast=True))  # NaN: above +inf, as torch.sort
-        key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # order-preserving, > -2^31 for every candidate
-        key = tl.where(cand, key, -2147483648)  # non-candidates below every candidate
-        lo = tl.full([BR], -2147483647, tl.int64)  # invariant: at least k_eff keys >= lo
-        hi = tl.full([BR], 2147483647, tl.int64)
-        if EARLY:  # a probe with exactly k_eff keys at or above it is the threshold: the row stops there
-            n_open = BR
-            while n_open > 0:
-                mid = lo + (hi - lo + 1) // 2
-                cnt = tl.sum((key >= mid.to(tl.int32)[:, None]).to(tl.int32), 1)
-                lo = tl.where(cnt >= k_eff, mid, lo)
-                hi = tl.where(cnt == k_eff, mid, tl.where(cnt >= k_eff, hi, mid - 1))
-                n_open = tl.sum((lo < hi).to(tl.int32), 0)
-        else:
-            for _ in range(32):
-                mid = lo + (hi - lo + 1) // 2
-                ok = tl.sum((key >= mid.to(tl.int32)[:, None]).to(tl.int32), 1) >= k_eff
-                lo = tl.where(ok, mid, lo)
-                hi = tl.where(ok, hi, mid - 1)
-        kth = lo.to(tl.int32)
-    else:
-        bits = x.to(tl.int32, bitcast=True)
-        key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)  # order-preserving
-        key = tl.where(cand, key, -2147483649)  # non-candidates below every candidate
-        lo = tl.full([BR], -2147483648, tl.int64)  # invariant: at least k_eff keys >= lo
-        hi = tl.full([BR], 2147483647, tl.int64)
-        for _ in range(32):
-            mid = lo + (hi - lo + 1) // 2
-            ok = tl.sum((key >= mid[:, None]).to(tl.int32), 1) >= k_eff
-            lo = tl.where(ok, mid, lo)
-            hi = tl.where(ok, hi, mid - 1)
-        kth = lo
+    bits = tl.where(x != x, 0x7FC00000, x.to(tl.int32, bitcast=True))  # NaN: above +inf, as torch.sort
+    key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # order-preserving int32, > -2^31 for every candidate
+    key = tl.where(cand, key, -2147483648)  # non-candidates below every candidate
+    # bisection for the k_eff-th largest key; invariant: at least k_eff keys >= lo. A probe with exactly k_eff
+    # keys at or above it is the threshold (those keys are the top k_eff): its row stops there
+    lo = tl.full([BR], -2147483647, tl.int64)
+    hi = tl.full([BR], 2147483647, tl.int64)
+    n_open = BR
+    while n_open > 0:
+        mid = lo + (hi - lo + 1) // 2
+        cnt = tl.sum((key >= mid.to(tl.int32)[:, None]).to(tl.int32), 1)
+        lo = tl.where(cnt >= k_eff, mid, lo)
+        hi = tl.where(cnt == k_eff, mid, tl.where(cnt >= k_eff, hi, mid - 1))
+        n_open = tl.sum((lo < hi).to(tl.int32), 0)
+    kth = lo.to(tl.int32)
     above = key > kth[:, None]
     tie = (key == kth[:, None]).to(tl.int32)
     need = k_eff - tl.sum(above.to(tl.int32), 1)
@@ -316,12 +298,6 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     return topk_blocks(scores, out, t_k, block_size, init_blocks, local_blocks, direct=direct)
 
 
-#: int32 keys in the top-k threshold search (False: int64 keys); an A/B switch for bench/topk_ab.py
-TOPK_KEY32 = True
-#: int32 keys only: stop a row's search at a probe with exactly k keys at or above it
-TOPK_EARLY = True
-
-
 def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: int, init_blocks: int,
                 local_blocks: int, *, direct: bool) -> torch.Tensor:
     """Forcing + top-k of unforced block scores ``[B*Hkv, Tq, nb]`` (fp32, the last ``Tq`` of ``t_k``
@@ -332,8 +308,7 @@ def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: i
     br = max(1, min(pow2(t_q), 4096 // nbp if scores.is_cuda else 16))
     launcher(_topk_kernel, direct)[(cdiv(t_q, br), scores.shape[0])](
         scores, out, t_q, t_k, nb, init_blocks, local_blocks, BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk),
-        BR=br, NBP=nbp, KEY32=TOPK_KEY32, EARLY=TOPK_EARLY,
-        **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl_enabled(scores.device, direct)))
+        BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl_enabled(scores.device, direct)))
     return out
 
 
