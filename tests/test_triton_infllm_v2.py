@@ -107,17 +107,20 @@ def test_slot_order_does_not_matter(monkeypatch):
                                triton_sparse_block_attention(q, k, v, idx, block_size=8), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("step", [1, 2], ids=["1 block per key tile", "2 blocks per key tile"])
 @pytest.mark.parametrize("split", [False, True], ids=["window tiles", "split slots"])
 @pytest.mark.parametrize("t_q", [45, 13, 1])
-def test_forced_blocks_as_dense_tiles(monkeypatch, t_q, split):
+def test_forced_blocks_as_dense_tiles(monkeypatch, t_q, split, step):
     """Stage 2 told the forced blocks equals stage 2 on the same selection without the hint, and the reference,
     in outputs (with and without autograd) and gradients; chunked prefill starts mid-tile. Two forward paths: the
     window kernels followed by the free-block gathers (few programs per SM: prefill), and the split slot loop
     with the forced blocks as virtual slots (``2 * SMs`` programs or more: decode, short chunks; the CPU's
-    nominal 132 SMs put every case here)."""
+    nominal 132 SMs put every case here). The window kernels take ``step`` forced blocks per key tile (odd
+    and even counts of them occur)."""
     from mixarch.kernels.triton.infllm_v2 import sparse
     from mixarch.ops.infllm_v2 import sparse_block_attention
 
+    monkeypatch.setattr(sparse, "WINDOW_STEP", {"fwd": step, "dq": step})
     if not split:
         monkeypatch.setattr(sparse, "num_sms", lambda _device: 1)
     launched = []

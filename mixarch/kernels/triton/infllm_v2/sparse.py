@@ -163,9 +163,10 @@ def _window_tile(i_m, i_h, i_b, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr, G: tl.c
 def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, TOKS: tl.constexpr, D: tl.constexpr,
                    BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
-                   UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
+                   STEP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
     """The forced blocks of ``TOKS`` consecutive queries of one block (they share them) for the ``G`` heads of a
-    KV group, as one ``[TOKS * GP, D]`` tile: partial ``o`` (fp32) and log2-sum-exp for :func:`_fwd_kernel`."""
+    KV group, as one ``[TOKS * GP, D]`` tile against ``[STEP * BSP, D]`` key tiles (``STEP`` blocks each, the
+    queries' own block last and alone): partial ``o`` (fp32) and log2-sum-exp for :func:`_fwd_kernel`."""
     if PDL:
         pdl_handoff()
     i_m, i_bh = tl.program_id(0), tl.program_id(1)
@@ -177,10 +178,13 @@ def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, IN
     m = tl.full([TOKS * GP], float("-inf"), tl.float32)
     den = tl.zeros([TOKS * GP], tl.float32)
     acc = tl.zeros([TOKS * GP, BDV], tl.float32)
-    for j in range(0, n - 1):  # every block but the last lies before the queries' own: all keys visible
-        blk = tl.where(j < n_init, j, w_lo + j - n_init)
-        kv_rows = (i_b * T_K + blk * BS + offs_s) * HKV + i_h
-        key_ok = offs_s < BS
+    offs_n = tl.arange(0, STEP * BSP)  # STEP blocks per key tile
+    for j in range(0, n - 1, STEP):  # every block but the last lies before the queries' own: all keys visible
+        jj = j + offs_n // BSP
+        blk = tl.where(jj < n_init, jj, w_lo + jj - n_init)
+        within = offs_n % BSP
+        key_ok = (within < BS) & (jj < n - 1)
+        kv_rows = (i_b * T_K + blk * BS + within) * HKV + i_h
         k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
         v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
         m, den, acc = _attend(q, k, v, key_ok[None, :], m, den, acc, qk_scale, PREC)
@@ -300,8 +304,10 @@ def _q_side(q_ptr, o_ptr, do_ptr, lse_ptr, q_rows, row_ok, offs_d, offs_v, D: tl
 def _dq_window_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, pdq_ptr, delta_ptr, qk_scale, T_Q, T_K, INIT,
                       LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
                       TOKS: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr,
-                      BS: tl.constexpr, BSP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
-    """The forced blocks' share of ``dq`` (fp32, unscaled) for a :func:`_window_kernel` tile, and ``delta``."""
+                      BS: tl.constexpr, BSP: tl.constexpr, STEP: tl.constexpr, UPCAST: tl.constexpr,
+                      PREC: tl.constexpr):
+    """The forced blocks' share of ``dq`` (fp32, unscaled) for a :func:`_window_kernel` tile (``STEP`` blocks
+    per key tile), and ``delta``."""
     i_m, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
@@ -310,10 +316,12 @@ def _dq_window_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, pdq_ptr, delt
     q, do, lse, delta = _q_side(q_ptr, o_ptr, do_ptr, lse_ptr, q_rows, row_ok, offs_d, offs_v, D, DV, UPCAST)
     tl.store(delta_ptr + q_rows, delta, mask=row_ok)
     dq = tl.zeros([TOKS * GP, BD], tl.float32)
-    for j in range(0, n):
-        blk = tl.where(j < n_init, j, w_lo + j - n_init)
-        kpos = blk * BS + offs_s
-        key_ok = (offs_s < BS) & (kpos < T_K)
+    offs_n = tl.arange(0, STEP * BSP)  # STEP blocks per key tile
+    for j in range(0, n, STEP):
+        jj = j + offs_n // BSP
+        blk = tl.where(jj < n_init, jj, w_lo + jj - n_init)
+        kpos = blk * BS + offs_n % BSP
+        key_ok = (offs_n % BSP < BS) & (jj < n) & (kpos < T_K)
         kv_rows = (i_b * T_K + kpos) * HKV + i_h
         k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
         v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
@@ -496,6 +504,10 @@ LAUNCH = {"window": (8, 3), "gather": (4, 3), "gather_big": (8, 3), "dq_window":
 WINDOW_ROWS = {"fwd": 128, "dq": 128, "dkv": 64}
 #: rows of the CSR dk / dv kernel's query tiles on CUDA (``BQ * GP``)
 DKV_ROWS = 64
+#: blocks per key tile of the window kernels, by pass (bench/window_ab.py, H200). Forward: 2 ([128, D] tiles for
+#: blocks of 64) against 1 took stage 2's forward from 17.63-17.76 to 17.21-17.37 ms at 32K (within the noise at
+#: 128K). dq: no difference (backward at 32K 37.11-37.81 ms with 2, 37.19-37.21 with 1), so 1.
+WINDOW_STEP = {"fwd": 2, "dq": 1}
 #: fewest slots per program when few (query, KV head) pairs split their slots (decode): 3 against 2 took a
 #: 128K decode step's stage 2 from 15.7-16.2 to 15.0 us on an H200 (bench/decode_split_sweep.py)
 SPLIT_SLOTS = 3
@@ -555,7 +567,7 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
     if window:
         launcher(_window_kernel, direct)[(cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
-            **geo, **launch(*LAUNCH["window"], pdl=pdl))
+            STEP=WINDOW_STEP["fwd"], **geo, **launch(*LAUNCH["window"], pdl=pdl))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
     launcher(_fwd_kernel, direct)[(t_q, nsplit, b * hkv)](
         q, k, v, indices, po, plse, o, lse, acc, m_part, l_part, scale * LOG2E, t_q, t_k, slots, init_blocks,
@@ -628,7 +640,7 @@ def _sparse_bwd(q, k, v, indices, o, lse, do, block_size, scale, init_blocks, lo
     if window:
         launcher(_dq_window_kernel, direct)[(cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, o, do, lse, pdq, delta, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=gp, TOKS=toks,
-            **geo, **launch(*LAUNCH["dq_window"]))
+            STEP=WINDOW_STEP["dq"], **geo, **launch(*LAUNCH["dq_window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
     launcher(_dq_kernel, direct)[(t_q, b * hkv)](
         q, k, v, o, do, lse, indices, pdq, dq, delta, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks,
