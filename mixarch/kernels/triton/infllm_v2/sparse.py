@@ -312,7 +312,7 @@ def _dq_window_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, pdq_ptr, delt
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
     pos, q_rows, row_ok, n_init, w_lo, n = _window_tile(i_m, i_h, i_b, T_Q, T_K, INIT, LOCAL, HQ, G, GP, TOKS, BS)
-    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
+    offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
     q, do, lse, delta = _q_side(q_ptr, o_ptr, do_ptr, lse_ptr, q_rows, row_ok, offs_d, offs_v, D, DV, UPCAST)
     tl.store(delta_ptr + q_rows, delta, mask=row_ok)
     dq = tl.zeros([TOKS * GP, BD], tl.float32)
