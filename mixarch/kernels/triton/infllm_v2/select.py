@@ -224,6 +224,15 @@ def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, BLOCK: tl.constexpr,
     tl.store(out_ptr + base[:, None] * TOPK + cols[None, :], tl.full([BR, TOPKP], -1, tl.int64), mask=pad)
 
 
+#: stage-1 launches on CUDA (the normalizer and score kernels): query rows (queries x group heads) per tile;
+#: compressed keys per tile, when each query tile is one program ("keys", prefill) and when the keys are split over
+#: programs ("keys_split": decode, short chunks); warps (None: 8 for tiles of 128 rows or more, else 4); pipeline
+#: stages. Measured by bench/select_sweep.py on an H200 at 128K: 128 keys per tile took the prefill selection
+#: from 24.8 to 23.7 ms and cost a decode step's selection 0.6-0.8 us (hence 64 there); other rows, warps and
+#: stages were slower.
+STAGE1 = {"rows": 128, "keys": 128, "keys_split": 64, "warps": None, "stages": 2}
+
+
 def _query_tile(t_q: int, gp: int, rows: int) -> int:
     """Queries per program: ``rows // gp`` (at least 16 rows for tl.dot), at most what ``t_q`` needs."""
     return max(16 // gp, min(max(rows // gp, 1), pow2(t_q)))
@@ -266,12 +275,14 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
         return out
     cuda = dev.type == "cuda"
     pdl = pdl_enabled(dev, direct)
-    bq = _query_tile(t_q, gp, 128 if cuda else 16)
+    bq = _query_tile(t_q, gp, STAGE1["rows"] if cuda else 16)
     bd = pow2(d, 16)
-    bn = max(64 if cuda else 16, 2 * r)
     n_q = cdiv(t_q, bq)
+    few = n_q * b * hkv < 2 * num_sms(dev)  # too few query tiles to fill the GPU: keys split over programs
+    bn = max(STAGE1["keys_split" if few else "keys"] if cuda else 16, 2 * r)
     common = dict(HQ=hq, HKV=hkv, G=g, GP=gp, BQ=bq, D=d, BD=bd, BN=bn, **dot_args(q.dtype))
-    warps = 8 if bq * gp >= 128 else 4
+    warps = STAGE1["warps"] or (8 if bq * gp >= 128 else 4)
+    stages = STAGE1["stages"]
 
     # 1. normalizer partials, keys split so that at least ~2 programs run per multiprocessor
     win_n, stride_n, n_norm = (C2_FACTOR * kernel_size, C2_FACTOR * kernel_stride, n2) if approx else \
@@ -282,7 +293,7 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     l_part = torch.empty_like(m_part)
     launcher(_lse_kernel, direct)[(n_q, nsplit_l, b * hkv)](
         q, c2 if approx else c1, m_part, l_part, qk_scale, t_q, t_k, n_norm, cdiv(norm_tiles, nsplit_l),
-        WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, **common, **launch(warps, pdl=pdl))
+        WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, **common, **launch(warps, stages, pdl=pdl))
 
     # 2. block scores of the candidate blocks, blocks split like the keys above
     scores = torch.empty((b * hkv, t_q, nb), dtype=torch.float32, device=dev)
@@ -292,7 +303,7 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
         q, c1, m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s),
         WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l,
         APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride, **common,
-        **launch(warps, pdl=pdl))
+        **launch(warps, stages, pdl=pdl))
 
     # 3. forcing + top-k
     return topk_blocks(scores, out, t_k, block_size, init_blocks, local_blocks, direct=direct)
