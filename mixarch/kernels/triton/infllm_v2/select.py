@@ -19,6 +19,8 @@ Same result as :func:`mixarch.ops.infllm_v2.attention.reference_infllm_v2_select
    row stops at a probe with exactly ``k`` keys at or above it), keeps everything above it plus the ties of
    largest block index, and compacts the kept blocks with a prefix sum: ascending indices, ``-1`` padded.
 
+Tile sizes and launch options of the first two kernels on CUDA: :data:`STAGE1`.
+
 Work (prefill, ``T`` queries and keys, ``Hq`` heads): ``2 * T * Hq * D * T/(2s)`` FLOPs for the C1 pass plus
 a quarter (approximate) or the same again (exact normalizer) for the normalizer pass; memory traffic is
 dominated by the block-score write and read, ``2 * 4 * Hkv * T * T/(2B)`` bytes.

@@ -32,7 +32,8 @@ Backward:
   accumulators in registers and gathers its queries ``BQ`` at a time as a ``[BQ*G, D]`` tile (all heads of a
   query are contiguous). A block with one work item adds its gradients to the window's; the items of a block
   selected by more than ``chunk`` queries add theirs atomically (order-dependent rounding there).
-Launch configurations: :data:`LAUNCH`, :data:`WINDOW_ROWS`, :data:`DKV_ROWS`.
+Launch configurations: :data:`LAUNCH`, :data:`WINDOW_ROWS`, :data:`WINDOW_STEP` (forced blocks per key tile of the
+window kernels), :data:`DKV_ROWS`, :data:`SPLIT_SLOTS` (fewest slots per program of a split forward).
 Eager calls launch the kernels directly, with autograd through :class:`_EagerSparse`; traced calls (torch.compile,
 make_fx, fake tensors) go through the custom ops (:func:`~mixarch.kernels.triton.launcher`).
 """
