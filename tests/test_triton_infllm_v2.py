@@ -355,3 +355,33 @@ def test_programmatic_dependent_launch_changes_nothing(monkeypatch, t_q):
     ref_o, ref_idx = runs["0", "eager"]
     for o, idx in runs.values():
         assert torch.equal(idx, ref_idx) and torch.equal(o, ref_o)
+
+
+@pytest.mark.skipif(not CUDA, reason="the launch configurations and tile sizes of CUDA; bf16")
+@pytest.mark.parametrize("d", [64, 192, 256])
+def test_head_dims_on_cuda(monkeypatch, d):
+    """Other head dimensions than the benchmarks' 128 (up to ``MAX_HEAD_DIM``), bf16, SALA-like geometry at
+    1100 tokens (window tiles, undivided stage-1 key loops): the selection, outputs and gradients against the
+    fp32 reference on the same (bf16-valued) inputs, by relative RMSE, so that no tile outgrows shared memory
+    there."""
+    geo = dict(block_size=64, kernel_size=32, kernel_stride=16, init_blocks=1, local_blocks=2, topk=6,
+               dense_len=0)
+    q, k, v = (x.bfloat16() for x in _qkv(1100, 2, 2, d, seed=29))
+    do = seeded_randn(q.shape, 31, device=DEVICE).bfloat16()
+    outs = {}
+    for name, kernels in (("triton", TRITON), ("reference", REFERENCE)):
+        dtype = torch.bfloat16 if name == "triton" else torch.float32
+        leaves = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+        monkeypatch.setenv(KERNELS_ENV, kernels)
+        o, idx = infllm_v2_attention(*leaves, return_indices=True, exact_normalizer=False, **geo)
+        outs[name] = (o, idx, torch.autograd.grad(o, leaves, do.to(dtype)))
+    (o, idx, grads), (o_ref, idx_ref, grads_ref) = outs["triton"], outs["reference"]
+    differ = (idx != idx_ref).any(-1).float().mean().item()
+    assert differ < 0.01, f"{differ:.1%} of the rows select other blocks"  # near-ties of bf16-rounded scores
+    rows = ~(idx != idx_ref).any(-1)  # [B, Hkv, Tq]: compare the queries whose blocks agree
+    keep = rows.all(1)[0]  # queries whose every KV head agrees
+    for name, a, b in zip(("o", "dq"), (o, grads[0]), (o_ref, grads_ref[0])):
+        assert_close_rel(name, b[:, keep], a[:, keep])  # bf16 outputs: the bf16 tolerance
+    if differ == 0:
+        for name, a, b in zip(("dk", "dv"), grads[1:], grads_ref[1:]):
+            assert_close_rel(name, b, a)

@@ -281,7 +281,8 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     bd = pow2(d, 16)
     n_q = cdiv(t_q, bq)
     few = n_q * b * hkv < 2 * num_sms(dev)  # too few query tiles to fill the GPU: keys split over programs
-    bn = max(STAGE1["keys_split" if few else "keys"] if cuda else 16, 2 * r)
+    keys = STAGE1["keys_split" if few or bd > 128 else "keys"]  # (measured at D = 128; smaller tiles above)
+    bn = max(keys if cuda else 16, 2 * r)
     common = dict(HQ=hq, HKV=hkv, G=g, GP=gp, BQ=bq, D=d, BD=bd, BN=bn, **dot_args(q.dtype))
     warps = STAGE1["warps"] or (8 if bq * gp >= 128 else 4)
     stages = STAGE1["stages"]

@@ -525,6 +525,12 @@ def _window_rows(geo: dict, block_size: int, on_cuda: bool, kernel: str) -> int:
     return toks if toks * gp >= 16 else 0
 
 
+def _window_step(geo: dict, kernel: str) -> int:
+    """Blocks per key tile of a window kernel: :data:`WINDOW_STEP` for head dimensions up to 128 (measured
+    there), 1 above (two ``[block, D]`` tiles per pipeline stage would outgrow shared memory)."""
+    return WINDOW_STEP[kernel] if max(geo["BD"], geo["BDV"]) <= 128 else 1
+
+
 def _csr_queries(gp: int, on_cuda: bool) -> int:
     """Queries per step of :func:`_dkv_kernel` (``[BQ * GP, D]`` tiles: :data:`DKV_ROWS` rows on CUDA, one query
     on the interpreter), at least 16 rows."""
@@ -568,7 +574,7 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
     if window:
         launcher(_window_kernel, direct)[(cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
-            STEP=WINDOW_STEP["fwd"], **geo, **launch(*LAUNCH["window"], pdl=pdl))
+            STEP=_window_step(geo, "fwd"), **geo, **launch(*LAUNCH["window"], pdl=pdl))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
     launcher(_fwd_kernel, direct)[(t_q, nsplit, b * hkv)](
         q, k, v, indices, po, plse, o, lse, acc, m_part, l_part, scale * LOG2E, t_q, t_k, slots, init_blocks,
@@ -641,7 +647,7 @@ def _sparse_bwd(q, k, v, indices, o, lse, do, block_size, scale, init_blocks, lo
     if window:
         launcher(_dq_window_kernel, direct)[(cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
             q, k, v, o, do, lse, pdq, delta, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=gp, TOKS=toks,
-            STEP=WINDOW_STEP["dq"], **geo, **launch(*LAUNCH["dq_window"]))
+            STEP=_window_step(geo, "dq"), **geo, **launch(*LAUNCH["dq_window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
     launcher(_dq_kernel, direct)[(t_q, b * hkv)](
         q, k, v, o, do, lse, indices, pdq, dq, delta, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks,
