@@ -161,6 +161,40 @@ def _window_tile(i_m, i_h, i_b, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr, G: tl.c
 
 
 @triton.jit
+def _key_rows(i_b, i_h, blk, T_K, HKV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr):
+    """Key block ``blk`` of KV head ``i_h``: ``(kpos, key_ok, kv_rows)`` (positions, valid keys, rows of ``k`` /
+    ``v`` as ``[B*Tk*Hkv, D]``). No pointer argument: torch's mutation analysis of a traced kernel counts every
+    pointer passed to a call as written when a store's address depends on the call's result."""
+    offs_s = tl.arange(0, BSP)
+    kpos = blk * BS + offs_s
+    key_ok = (offs_s < BS) & (kpos < T_K)
+    return kpos, key_ok, (i_b * T_K + kpos) * HKV + i_h
+
+
+@triton.jit
+def _key_block(k_ptr, v_ptr, kv_rows, key_ok, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
+               BDV: tl.constexpr, UPCAST: tl.constexpr):
+    """The ``[BSP, BD]`` key and ``[BSP, BDV]`` value tiles of the rows of :func:`_key_rows`."""
+    offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
+    return (_tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST),
+            _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST))
+
+
+@triton.jit
+def _window_keys(j, n_end, n_init, w_lo, i_b, i_h, T_K, HKV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
+                 STEP: tl.constexpr):
+    """Forced blocks ``j .. j + STEP - 1`` of a window tile (:func:`_window_tile`'s order; those at ``n_end`` or
+    beyond masked) as one key tile: ``(kpos, key_ok, kv_rows)`` like :func:`_key_rows`, ``STEP * BSP`` keys.
+    ``key_ok`` does not test ``kpos < T_K``: only the queries' own block can reach past the keys, and callers
+    that visit it add the test (the full blocks before it skip the work)."""
+    offs = tl.arange(0, STEP * BSP)
+    jj = j + offs // BSP
+    blk = tl.where(jj < n_init, jj, w_lo + jj - n_init)
+    kpos = blk * BS + offs % BSP
+    return kpos, (offs % BSP < BS) & (jj < n_end), (i_b * T_K + kpos) * HKV + i_h
+
+
+@triton.jit
 def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr,
                    HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, TOKS: tl.constexpr, D: tl.constexpr,
                    BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
@@ -174,27 +208,18 @@ def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, IN
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
     pos, q_rows, row_ok, n_init, w_lo, n = _window_tile(i_m, i_h, i_b, T_Q, T_K, INIT, LOCAL, HQ, G, GP, TOKS, BS)
-    offs_d, offs_v, offs_s = tl.arange(0, BD), tl.arange(0, BDV), tl.arange(0, BSP)
+    offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
     q = _tile(q_ptr, q_rows, row_ok, offs_d, offs_d < D, D, UPCAST)
     m = tl.full([TOKS * GP], float("-inf"), tl.float32)
     den = tl.zeros([TOKS * GP], tl.float32)
     acc = tl.zeros([TOKS * GP, BDV], tl.float32)
-    offs_n = tl.arange(0, STEP * BSP)  # STEP blocks per key tile
     for j in range(0, n - 1, STEP):  # every block but the last lies before the queries' own: all keys visible
-        jj = j + offs_n // BSP
-        blk = tl.where(jj < n_init, jj, w_lo + jj - n_init)
-        within = offs_n % BSP
-        key_ok = (within < BS) & (jj < n - 1)
-        kv_rows = (i_b * T_K + blk * BS + within) * HKV + i_h
-        k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
-        v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+        _, key_ok, kv_rows = _window_keys(j, n - 1, n_init, w_lo, i_b, i_h, T_K, HKV, BS, BSP, STEP)
+        k, v = _key_block(k_ptr, v_ptr, kv_rows, key_ok, D, BD, DV, BDV, UPCAST)
         m, den, acc = _attend(q, k, v, key_ok[None, :], m, den, acc, qk_scale, PREC)
-    blk = tl.where(n - 1 < n_init, n - 1, w_lo + n - 1 - n_init)  # the last one (the own block): causal
-    kpos = blk * BS + offs_s
-    key_ok = (offs_s < BS) & (kpos < T_K)
-    kv_rows = (i_b * T_K + kpos) * HKV + i_h
-    k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
-    v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+    kpos, key_ok, kv_rows = _window_keys(n - 1, n, n_init, w_lo, i_b, i_h, T_K, HKV, BS, BSP, 1)  # own: causal
+    key_ok = key_ok & (kpos < T_K)
+    k, v = _key_block(k_ptr, v_ptr, kv_rows, key_ok, D, BD, DV, BDV, UPCAST)
     m, den, acc = _attend(q, k, v, key_ok[None, :] & (kpos[None, :] <= pos[:, None]), m, den, acc, qk_scale,
                           PREC)
     tl.store(po_ptr + q_rows.to(tl.int64)[:, None] * DV + offs_v[None, :], acc / den[:, None],
@@ -317,15 +342,10 @@ def _dq_window_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, pdq_ptr, delt
     q, do, lse, delta = _q_side(q_ptr, o_ptr, do_ptr, lse_ptr, q_rows, row_ok, offs_d, offs_v, D, DV, UPCAST)
     tl.store(delta_ptr + q_rows, delta, mask=row_ok)
     dq = tl.zeros([TOKS * GP, BD], tl.float32)
-    offs_n = tl.arange(0, STEP * BSP)  # STEP blocks per key tile
     for j in range(0, n, STEP):
-        jj = j + offs_n // BSP
-        blk = tl.where(jj < n_init, jj, w_lo + jj - n_init)
-        kpos = blk * BS + offs_n % BSP
-        key_ok = (offs_n % BSP < BS) & (jj < n) & (kpos < T_K)
-        kv_rows = (i_b * T_K + kpos) * HKV + i_h
-        k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
-        v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+        kpos, key_ok, kv_rows = _window_keys(j, n, n_init, w_lo, i_b, i_h, T_K, HKV, BS, BSP, STEP)
+        key_ok = key_ok & (kpos < T_K)
+        k, v = _key_block(k_ptr, v_ptr, kv_rows, key_ok, D, BD, DV, BDV, UPCAST)
         dq = _dq_step(q, do, lse, delta, k, v, key_ok[None, :] & (kpos[None, :] <= pos[:, None]), dq, qk_scale,
                       PREC)
     tl.store(pdq_ptr + q_rows.to(tl.int64)[:, None] * D + offs_d[None, :], dq,
@@ -375,26 +395,6 @@ def _dkv_step(k, v, q, do, lse, delta, ok, dk, dv, qk_scale, PREC: tl.constexpr)
     dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
     dst = pt * (tl.dot(v, tl.trans(do), input_precision=PREC) - delta[None, :])
     return tl.dot(dst.to(q.dtype), q, dk, input_precision=PREC), dv
-
-
-@triton.jit
-def _key_rows(i_b, i_h, blk, T_K, HKV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr):
-    """Key block ``blk`` of KV head ``i_h``: ``(kpos, key_ok, kv_rows)`` (positions, valid keys, rows of ``k`` /
-    ``v`` as ``[B*Tk*Hkv, D]``). No pointer argument: torch's mutation analysis of a traced kernel counts every
-    pointer passed to a call as written when a store's address depends on the call's result."""
-    offs_s = tl.arange(0, BSP)
-    kpos = blk * BS + offs_s
-    key_ok = (offs_s < BS) & (kpos < T_K)
-    return kpos, key_ok, (i_b * T_K + kpos) * HKV + i_h
-
-
-@triton.jit
-def _key_block(k_ptr, v_ptr, kv_rows, key_ok, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
-               BDV: tl.constexpr, UPCAST: tl.constexpr):
-    """The ``[BSP, BD]`` key and ``[BSP, BDV]`` value tiles of the rows of :func:`_key_rows`."""
-    offs_d, offs_v = tl.arange(0, BD), tl.arange(0, BDV)
-    return (_tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST),
-            _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST))
 
 
 @triton.jit
