@@ -358,12 +358,17 @@ def test_programmatic_dependent_launch_changes_nothing(monkeypatch, t_q):
 
 
 @pytest.mark.skipif(not CUDA, reason="the launch configurations and tile sizes of CUDA; bf16")
-@pytest.mark.parametrize("d", [64, 192, 256])
-def test_head_dims_on_cuda(monkeypatch, d):
+@pytest.mark.parametrize(("d", "one_program"), [(64, False), (192, False), (256, False), (128, True)])
+def test_head_dims_on_cuda(monkeypatch, d, one_program):
     """Other head dimensions than the benchmarks' 128 (up to ``MAX_HEAD_DIM``), bf16, SALA-like geometry at
-    1100 tokens (window tiles, undivided stage-1 key loops): the selection, outputs and gradients against the
-    fp32 reference on the same (bf16-valued) inputs, by relative RMSE, so that no tile outgrows shared memory
-    there."""
+    1100 tokens (window tiles): the selection, outputs and gradients against the fp32 reference on the same
+    (bf16-valued) inputs, by relative RMSE, so that no tile outgrows shared memory there. ``one_program``: the
+    stage-1 launch as for long prefills (one program per query tile, ``STAGE1["keys"]`` keys per tile), which
+    these 1100 tokens would otherwise split over programs."""
+    if one_program:
+        from mixarch.kernels.triton.infllm_v2 import select
+
+        monkeypatch.setattr(select, "num_sms", lambda _device: 1)
     geo = dict(block_size=64, kernel_size=32, kernel_stride=16, init_blocks=1, local_blocks=2, topk=6,
                dense_len=0)
     q, k, v = (x.bfloat16() for x in _qkv(1100, 2, 2, d, seed=29))
