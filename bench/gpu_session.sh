@@ -4,7 +4,7 @@
 # ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning sweep infllm infllm_profile pdl ab eager_ab e2e
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning sweep infllm infllm_profile pdl ab tma_ab eager_ab e2e
 #                                                # (default: tests lightning infllm e2e)
 #
 # The limits add up to about 28 minutes; a device call allows 10, so split the steps over calls (e.g.
@@ -20,6 +20,7 @@
 # pdl:   bench/pdl_ab.py (programmatic dependent launch on and off: decode step, layer forward).
 # ab:    bench/decode_split_sweep.py (decode stage 2: programs per split) and bench/window_ab.py (stage 2: blocks per
 #        key tile of the window kernels), the A/B scripts behind SPLIT_SLOTS and WINDOW_STEP.
+# tma_ab: bench/tma_ab.py (the gather kernels' key / value tiles by TMA against per-thread loads, same process).
 # eager_ab: bench/eager_launch_ab.py (direct launches against the custom ops' wrap_triton, same process), then
 #        bench/lightning_host.py (GPU time with launches queued against host time).
 # e2e:   bench/e2e.py with its measurement budget (E2E_BUDGET seconds, default 300).
@@ -60,10 +61,11 @@ for s in "${steps[@]}"; do
         pdl) step pdl 150 python3 bench/pdl_ab.py ;;
         ab) step decode_split 120 python3 bench/decode_split_sweep.py
             step window_ab 240 python3 bench/window_ab.py ;;
+        tma_ab) step tma_ab 200 python3 bench/tma_ab.py ;;
         eager_ab) step eager_ab 180 python3 bench/eager_launch_ab.py
                   step lightning_host 120 python3 bench/lightning_host.py ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
-        *) echo "unknown step $s (tests, lightning, sweep, infllm, infllm_profile, pdl, ab, eager_ab, e2e)" >&2; exit 2 ;;
+        *) echo "unknown step $s (tests, lightning, sweep, infllm, infllm_profile, pdl, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
     esac
 done

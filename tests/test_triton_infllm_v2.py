@@ -149,6 +149,49 @@ def test_forced_blocks_as_dense_tiles(monkeypatch, t_q, split, step):
     assert "_dq_window_kernel" in launched and "_dkv_window_kernel" in launched, launched
 
 
+@pytest.mark.parametrize(("t_q", "order"), [(64, "shuffled, with blocks after the query"), (13, "ascending")])
+def test_tma_gathers_equal_pointer_gathers(monkeypatch, t_q, order):
+    """The gather kernels' TMA path (tensor descriptors) gives bit-identical outputs and gradients to the per-thread
+    loads: on selection rows (ascending) and on rows in any order holding blocks the query cannot see, whose
+    values never reach it (read out of bounds as zeros there, masked by the loads on the other path): an
+    infinite value in the last block leaves the queries before that block finite. Batch of 2: a block never
+    reads into the next sequence's keys."""
+    from mixarch.kernels.triton.infllm_v2 import sparse
+
+    monkeypatch.setattr(sparse, "num_sms", lambda _device: 1)  # window tiles + gathers (the prefill path)
+    decided = []
+    tma_gathers = sparse._tma_gathers
+    monkeypatch.setattr(sparse, "_tma_gathers", lambda *a: decided.append(tma_gathers(*a)) or decided[-1])
+    # blocks of 16 keys: TMA takes unpadded power-of-two tiles only
+    geo = dict(block_size=16, kernel_size=8, kernel_stride=4, init_blocks=1, local_blocks=1, topk=5, dense_len=0)
+    q, k, v = (torch.cat([x, x.flip(1) * 0.5]) for x in _qkv(64, 2, 4, 16, seed=21, t_q=t_q))
+    monkeypatch.setenv(KERNELS_ENV, REFERENCE)
+    _, idx = infllm_v2_attention(q, k, v, return_indices=True, **geo)
+    v[0, -1, 0, 0] = float("inf")
+    if order != "ascending":
+        gen = torch.Generator().manual_seed(1)
+        late = torch.randint(0, 4, idx.shape[:-1] + (2,), generator=gen).to(idx.device)
+        idx = torch.cat([idx, late], -1)  # duplicates of the query's blocks and blocks after it
+        idx = idx[..., torch.randperm(idx.shape[-1], generator=gen).to(idx.device)]
+        seen = torch.stack([(idx[..., :j] == idx[..., j:j + 1]).any(-1) for j in range(idx.shape[-1])], -1)
+        idx = torch.where(seen, -1, idx)  # distinct per row: the first of each block stays
+        assert (idx > torch.arange(64, device=idx.device)[:, None] // 16).any()
+    do = seeded_randn(q.shape, 23, device=DEVICE)
+    results = {}
+    for tma in (True, False):
+        monkeypatch.setattr(sparse, "TMA_GATHERS", tma)
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        o = sparse.triton_sparse_block_attention(*leaves, idx, block_size=16, init_blocks=1, local_blocks=1)
+        results[tma] = [o, *torch.autograd.grad(o, leaves, do)]
+    assert decided == [True, True, False, False]  # forward and dq kernel, each way
+    for name, a, b in zip(("o", "dq", "dk", "dv"), results[True], results[False]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=name)
+    o, dq = results[True][:2]
+    before = max(0, 48 - (64 - t_q))  # queries before the last block
+    assert torch.isfinite(o[1]).all() and torch.isfinite(o[0, :before]).all()
+    assert torch.isfinite(dq[1]).all() and torch.isfinite(dq[0, :before]).all()
+
+
 def test_tracing_sees_the_custom_ops():
     """Calls that would launch directly in eager mode (no autograd) still trace as the custom ops under make_fx
     (a dispatch mode): a trace must never bake in a launch."""
@@ -257,8 +300,9 @@ def test_unsupported_inputs_fall_through_to_the_reference():
 
 
 @pytest.mark.skipif(not CUDA, reason="torch.compile of Triton ops needs CUDA")
+@pytest.mark.parametrize("forcing", [{}, dict(init_blocks=1, local_blocks=2)], ids=["gathers only", "window tiles"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_compiles_without_graph_breaks(monkeypatch, dtype):
+def test_compiles_without_graph_breaks(monkeypatch, dtype, forcing):
     # compile traces the ops' torch.empty calls: the NaN-poisoning fill would be an in-place op in the graph
     for owner, name in ((torch, "empty"), (torch, "empty_like"), (torch.Tensor, "new_empty")):
         monkeypatch.setattr(owner, name, getattr(getattr(owner, name), "__wrapped__", getattr(owner, name)))
@@ -270,7 +314,7 @@ def test_compiles_without_graph_breaks(monkeypatch, dtype):
         c1, c2 = compress_keys(k, 32, 16), compress_keys(k, 32 * C2_FACTOR, 16 * C2_FACTOR)
         idx = triton_infllm_v2_select(q, c1, c2, k.shape[1], block_size=64, kernel_size=32, kernel_stride=16,
                                       init_blocks=1, local_blocks=2, topk=6, scale=0.125, exact_normalizer=False)
-        return triton_sparse_block_attention(q, k, v, idx, block_size=64, scale=0.125)
+        return triton_sparse_block_attention(q, k, v, idx, block_size=64, scale=0.125, **forcing)
 
     q, k, v = (x.to(dtype).requires_grad_() for x in _qkv(1000, 2, 16, 64, seed=2))
     eager = layer(q, k, v)

@@ -34,7 +34,7 @@ import mixarch.kernels.triton.infllm_v2.select as sel
 import mixarch.kernels.triton.infllm_v2.sparse as sp
 
 GEO = dict(HQ=32, HKV=2, G=16, GP=16, GM=16, D=128, BD=128, DV=128, BDV=128, BS=64, BSP=64, UPCAST=False,
-           PREC="tf32", PDL=False)
+           PREC="tf32", PDL=False, TMA=False)
 KERNELS = {
     sel._lse_kernel: dict(BQ=8, BN=64, WIN=64, STRIDE=32, NSPLIT=4),
     sel._score_kernel: dict(BQ=8, BN=64, WIN=32, STRIDE=16, R=4, TAIL=1, BLOCK=64, NSPLIT_L=4, APPROX=True,
@@ -79,6 +79,8 @@ for kernel, consts, pointers in cases:
             kwargs[name] = consts[name]
         elif name.endswith("_ptr") or name in pointers:
             kwargs[name] = torch.empty(8, dtype=INT.get(name, torch.float32))
+        elif name.endswith("_desc"):  # traced calls pass k / v themselves (TMA only for direct launches)
+            kwargs[name] = torch.empty(8)
         else:
             kwargs[name] = 0.5 if name in ("qk_scale", "scale") else 3
     if analyze is not None:
@@ -116,7 +118,7 @@ def test_every_kernel_is_analyzed(written):
                                     "_combine_kernel", "_dq_window_kernel", "_dq_kernel", "_dkv_window_kernel",
                                     "_dkv_kernel"])
 def test_only_outputs_count_as_written(written, kernel):
-    inputs = INPUTS | ({"o_ptr", "lse_ptr"} if kernel in BACKWARD else set())
+    inputs = INPUTS | {"k_desc", "v_desc"} | ({"o_ptr", "lse_ptr"} if kernel in BACKWARD else set())
     assert written[kernel], f"{kernel}: nothing written"
     assert not inputs & set(written[kernel]), f"{kernel} writes its inputs according to torch: {written[kernel]}"
 

@@ -14,7 +14,10 @@ Forward, prefill (a ``[TOKS * GP, D]`` tile needs at least 16 rows):
   loads the ``[block, D]`` key and value tiles once for all ``G`` heads, masks the keys after the query, and
   updates an online softmax in fp32. A row from the selection (ascending, ``-1`` padded) holds its free blocks
   in one contiguous run of slots, so forced and padding slots cost nothing; other rows visit every slot, the
-  forced and ``-1`` ones masked (no memory traffic, no branch: the loads pipeline).
+  forced and ``-1`` ones masked (no memory traffic, no branch: the loads pipeline). Where
+  :func:`_tma_gathers` allows it (eager calls on Hopper or newer, or the interpreter), the key and value tiles
+  come by TMA through tensor descriptors instead of per-thread loads (:data:`TMA_GATHERS`); the blocks it visits
+  are then the ones entirely before the query, so the two paths give identical results.
 Few (query, KV head) pairs (under ``2 * SMs``: decode, short chunks): ``_fwd_kernel`` alone, the forced blocks
 first as virtual slots, the slots split over programs and merged by ``_combine_kernel``; also without the split
 when the window tile would have under 16 rows (e.g. an odd ``block_size`` with a small group). Traffic of a gather: ``block * (D + Dv)`` key/value elements per
@@ -22,7 +25,7 @@ when the window tile would have under 16 rows (e.g. an odd ``block_size`` with a
 
 Backward:
 - ``_dq_window_kernel`` (the forced blocks' share of ``dq``, dense tiles; also ``delta = rowsum(o * do)``), then
-  ``_dq_kernel`` (the forward's gathers again, adding the free blocks' share);
+  ``_dq_kernel`` (the forward's gathers again, adding the free blocks' share; TMA as in the forward);
 - ``_dkv_window_kernel``: per key block, its dk / dv from the queries whose local window holds it (the queries
   of ``local_blocks + 1`` consecutive blocks), as dense query tiles; stores;
 - the remaining (query, block) pairs (init and free blocks) are inverted into CSR form with one ``torch.sort``
@@ -44,8 +47,9 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op
+from triton.tools.tensor_descriptor import TensorDescriptor
 
-from mixarch.kernels.triton import cdiv, eager, launcher, pow2
+from mixarch.kernels.triton import cdiv, eager, interpreting, launcher, pow2
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
     as_fp32,
@@ -181,6 +185,25 @@ def _key_block(k_ptr, v_ptr, kv_rows, key_ok, D: tl.constexpr, BD: tl.constexpr,
 
 
 @triton.jit
+def _gathered_block(k_ptr, v_ptr, k_desc, v_desc, i_b, i_h, blk, bt, kv_rows, key_ok, D: tl.constexpr,
+                    BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
+                    UPCAST: tl.constexpr, TMA: tl.constexpr):
+    """Key and value tiles of gathered block ``blk`` (:func:`_key_block`'s tiles, rows ``kv_rows``); with
+    ``TMA`` through the ``[B, Tk, Hkv * D]`` tensor descriptors, for the free blocks of a window tile's queries
+    (entirely before them: the others are forced, ``-1``). A block after the query's own (``blk > bt``, an
+    index the query cannot see) is read out of bounds: zeros, as the masked loads give."""
+    if TMA:
+        row = tl.where((blk >= 0) & (blk <= bt), blk * BS, -BS).to(tl.int32)
+        k = tl.reshape(k_desc.load([i_b, row, (i_h * D).to(tl.int32)]), (BSP, BD))
+        v = tl.reshape(v_desc.load([i_b, row, (i_h * DV).to(tl.int32)]), (BSP, BDV))
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        return k, v
+    else:
+        return _key_block(k_ptr, v_ptr, kv_rows, key_ok, D, BD, DV, BDV, UPCAST)
+
+
+@triton.jit
 def _window_keys(j, n_end, n_init, w_lo, i_b, i_h, T_K, HKV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
                  STEP: tl.constexpr):
     """Forced blocks ``j .. j + STEP - 1`` of a window tile (:func:`_window_tile`'s order; those at ``n_end`` or
@@ -228,12 +251,12 @@ def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, IN
 
 
 @triton.jit
-def _fwd_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, po_ptr, plse_ptr, o_ptr, lse_ptr, acc_ptr, m_ptr, l_ptr, qk_scale,
-                T_Q, T_K, SLOTS, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr,
+def _fwd_kernel(q_ptr, k_ptr, v_ptr, k_desc, v_desc, idx_ptr, po_ptr, plse_ptr, o_ptr, lse_ptr, acc_ptr, m_ptr,
+                l_ptr, qk_scale, T_Q, T_K, SLOTS, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr,
                 GM: tl.constexpr, N_IDX: tl.constexpr, N_IDXP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
                 DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, SPLIT: tl.constexpr,
-                FORCING: tl.constexpr, FROM_PART: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-                PDL: tl.constexpr):
+                FORCING: tl.constexpr, FROM_PART: tl.constexpr, TMA: tl.constexpr, UPCAST: tl.constexpr,
+                PREC: tl.constexpr, PDL: tl.constexpr):
     if PDL:
         pdl_handoff()
     i_t, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -262,8 +285,8 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, idx_ptr, po_ptr, plse_ptr, o_ptr, lse_ptr, 
         kpos = blk * BS + offs_s
         key_ok = (blk >= 0) & (offs_s < BS) & (kpos <= pos)
         kv_rows = (i_b * T_K + kpos) * HKV + i_h
-        k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
-        v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+        k, v = _gathered_block(k_ptr, v_ptr, k_desc, v_desc, i_b, i_h, blk, bt, kv_rows, key_ok, D, BD, DV, BDV,
+                               BS, BSP, UPCAST, TMA)
         m, den, acc = _attend(q, k, v, key_ok[None, :], m, den, acc, qk_scale, PREC)
     if SPLIT:
         part = (i_bh * tl.num_programs(1) + i_s).to(tl.int64) * T_Q + i_t
@@ -353,11 +376,11 @@ def _dq_window_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, pdq_ptr, delt
 
 
 @triton.jit
-def _dq_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, idx_ptr, pdq_ptr, dq_ptr, delta_ptr, qk_scale, scale,
-               T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GM: tl.constexpr,
-               N_IDX: tl.constexpr, N_IDXP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
-               BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, FORCING: tl.constexpr,
-               FROM_PART: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
+def _dq_kernel(q_ptr, k_ptr, v_ptr, k_desc, v_desc, o_ptr, do_ptr, lse_ptr, idx_ptr, pdq_ptr, dq_ptr, delta_ptr,
+               qk_scale, scale, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr,
+               GM: tl.constexpr, N_IDX: tl.constexpr, N_IDXP: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+               DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr, FORCING: tl.constexpr,
+               FROM_PART: tl.constexpr, TMA: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale, scale = as_fp32(qk_scale), as_fp32(scale)
@@ -380,8 +403,8 @@ def _dq_kernel(q_ptr, k_ptr, v_ptr, o_ptr, do_ptr, lse_ptr, idx_ptr, pdq_ptr, dq
         kpos = blk * BS + offs_s
         key_ok = (blk >= 0) & (offs_s < BS) & (kpos <= pos)
         kv_rows = (i_b * T_K + kpos) * HKV + i_h
-        k = _tile(k_ptr, kv_rows, key_ok, offs_d, offs_d < D, D, UPCAST)
-        v = _tile(v_ptr, kv_rows, key_ok, offs_v, offs_v < DV, DV, UPCAST)
+        k, v = _gathered_block(k_ptr, v_ptr, k_desc, v_desc, i_b, i_h, blk, bt, kv_rows, key_ok, D, BD, DV, BDV,
+                               BS, BSP, UPCAST, TMA)
         dq = _dq_step(q, do, lse, delta, k, v, key_ok[None, :], dq, qk_scale, PREC)
     tl.store(dq_ptr + q_rows.to(tl.int64)[:, None] * D + offs_d[None, :], (dq * scale).to(dq_ptr.dtype.element_ty),
              mask=row_ok[:, None] & (offs_d < D)[None, :])
@@ -514,6 +537,37 @@ WINDOW_STEP = {"fwd": 2, "dq": 1}
 SPLIT_SLOTS = 3
 
 
+#: the gather kernels' key / value tiles by TMA where :func:`_tma_gathers` allows it, with bit-identical results
+#: (bench/tma_ab.py, 128K prefill: forward gathers 69.2 -> 59.8 ms on an H200, 69.8 -> 67.9 ms on an H100; dq
+#: gathers 76.0 -> 68.7 ms on the H100)
+TMA_GATHERS = True
+
+
+def _tma_gathers(geo: dict, k: torch.Tensor, v: torch.Tensor, window: bool, local_blocks: int, direct: bool) -> bool:
+    """Whether the gather kernels load their key / value tiles by TMA: for direct launches (traced calls keep
+    per-thread loads: compiling a layer with the descriptor-taking kernels failed on an H100, torch 2.11 and
+    Triton 3.6), after window tiles that took every forced block, the query's own included (``local_blocks >=
+    0``: the gathered blocks then lie entirely before the query), with unpadded power-of-two tiles of contiguous,
+    16-byte aligned keys and values, on a GPU with TMA (compute capability 9 or more) or the interpreter."""
+    if not (TMA_GATHERS and direct and window and local_blocks >= 0):
+        return False
+    if (geo["D"], geo["DV"], geo["BS"]) != (geo["BD"], geo["BDV"], geo["BSP"]):
+        return False
+    if not all(t.is_contiguous() and t.storage_offset() * t.element_size() % 16 == 0 for t in (k, v)):
+        return False
+    return interpreting() or (k.is_cuda and torch.cuda.get_device_capability(k.device)[0] >= 9)
+
+
+def _kv_descriptors(k: torch.Tensor, v: torch.Tensor, geo: dict, tma: bool) -> tuple:
+    """``(k_desc, v_desc)`` for the gather kernels: ``[1, BSP, BD]`` block descriptors of ``k`` / ``v`` viewed as
+    ``[B, Tk, Hkv * D]`` with ``tma``, else ``k`` and ``v`` themselves (unused by the kernels)."""
+    if not tma:
+        return k, v
+    b, t_k, hkv = k.shape[:3]
+    return (TensorDescriptor.from_tensor(k.view(b, t_k, hkv * geo["D"]), [1, geo["BSP"], geo["BD"]]),
+            TensorDescriptor.from_tensor(v.view(b, t_k, hkv * geo["DV"]), [1, geo["BSP"], geo["BDV"]]))
+
+
 def _window_rows(geo: dict, block_size: int, on_cuda: bool, kernel: str) -> int:
     """Queries per tile of a window kernel (``kernel`` a key of :data:`WINDOW_ROWS`): a power of two dividing
     ``block_size``, ``[TOKS * GP, D]`` tiles of about ``WINDOW_ROWS[kernel]`` rows on CUDA (half for head
@@ -576,10 +630,12 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
             q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
             STEP=_window_step(geo, "fwd"), **geo, **launch(*LAUNCH["window"], pdl=pdl))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
+    tma = _tma_gathers(geo, k, v, window, local_blocks, direct)
     launcher(_fwd_kernel, direct)[(t_q, nsplit, b * hkv)](
-        q, k, v, indices, po, plse, o, lse, acc, m_part, l_part, scale * LOG2E, t_q, t_k, slots, init_blocks,
-        local_blocks, GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), SPLIT=split, FORCING=forcing, FROM_PART=window,
-        **geo, **launch(*LAUNCH["gather_big" if big else "gather"], pdl=pdl))
+        q, k, v, *_kv_descriptors(k, v, geo, tma), indices, po, plse, o, lse, acc, m_part, l_part, scale * LOG2E,
+        t_q, t_k, slots, init_blocks, local_blocks, GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), SPLIT=split,
+        FORCING=forcing, FROM_PART=window, TMA=tma, **geo, **launch(*LAUNCH["gather_big" if big else "gather"],
+                                                                   pdl=pdl))
     if split:
         nsp = pow2(nsplit)
         dc = max(1, min(geo["BDV"], 8192 // (nsp * gm)))
@@ -649,10 +705,11 @@ def _sparse_bwd(q, k, v, indices, o, lse, do, block_size, scale, init_blocks, lo
             q, k, v, o, do, lse, pdq, delta, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=gp, TOKS=toks,
             STEP=_window_step(geo, "dq"), **geo, **launch(*LAUNCH["dq_window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
+    tma = _tma_gathers(geo, k, v, window, local_blocks, direct)
     launcher(_dq_kernel, direct)[(t_q, b * hkv)](
-        q, k, v, o, do, lse, indices, pdq, dq, delta, scale * LOG2E, scale, t_q, t_k, init_blocks, local_blocks,
-        GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), FORCING=forcing, FROM_PART=window, **geo,
-        **launch(*LAUNCH["dq_gather_big" if big else "dq_gather"]))
+        q, k, v, *_kv_descriptors(k, v, geo, tma), o, do, lse, indices, pdq, dq, delta, scale * LOG2E, scale, t_q,
+        t_k, init_blocks, local_blocks, GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), FORCING=forcing,
+        FROM_PART=window, TMA=tma, **geo, **launch(*LAUNCH["dq_gather_big" if big else "dq_gather"]))
     local = local_blocks if local_blocks >= 0 else None
     pairs = with_forced_blocks(indices, t_k, block_size=block_size, init_blocks=init_blocks, local_blocks=local)
     toks = _window_rows(geo, block_size, q.is_cuda, "dkv")
