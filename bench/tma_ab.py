@@ -1,7 +1,8 @@
 """InfLLM-V2 stage 2: the gather kernels' key / value tiles by TMA (``TMA_GATHERS``) against per-thread loads, same
 process.
 
-    python bench/tma_ab.py
+    python bench/tma_ab.py              # TMA against per-thread loads
+    python bench/tma_ab.py --configs    # launch configurations of the TMA gather kernels (128K)
 
 Stage 2 as the layer calls it (told the forced blocks: window tiles, then the free blocks gathered) at T = 128K
 and 32K (B = 1, Hq = 32, Hkv = 2, D = 128, bf16, SALA geometry, the blocks of the real selection): do_bench
@@ -10,6 +11,8 @@ gather kernels (``torch.profiler``), and whether o and dq are bit-identical betw
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 from infllm_v2_profile import SALA, _inputs, _kernel_times  # bench/ (the script directory is on sys.path)
@@ -55,8 +58,51 @@ def ab(t: int) -> None:
               flush=True)
 
 
+#: (num_warps, num_stages) of the forward and dq gather kernels with TMA; the committed pair first
+CONFIGS = [((4, 3), (4, 3)), ((2, 3), (2, 3)), ((4, 2), (4, 2)), ((2, 4), (2, 4))]
+
+
+def configs(t: int = 131072) -> None:
+    """Forward / backward of stage 2 at ``t`` tokens for each launch configuration of the TMA gather kernels,
+    alternating twice, with the relative difference of o and dq from the committed configuration's."""
+    q, k, v = _inputs(t, t)
+    do = torch.randn_like(q)
+    with torch.no_grad():
+        _, idx = infllm_v2_attention(q, k, v, **SALA, dense_len=0, exact_normalizer=False, return_indices=True)
+    geo = (SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
+    base = (sp.LAUNCH["gather"], sp.LAUNCH["dq_gather"])
+    ref, times, notes = None, {}, {}
+    for n in range(2 * len(CONFIGS)):
+        i = n % len(CONFIGS)
+        sp.LAUNCH["gather"], sp.LAUNCH["dq_gather"] = CONFIGS[i]
+        try:
+            def fwd():
+                return sp._sparse_fwd(q, k, v, idx, *geo, direct=True)
+
+            o, lse = fwd()
+
+            def bwd(o=o, lse=lse):
+                return sp._sparse_bwd(q, k, v, idx, o, lse, do, *geo, direct=True)
+
+            dq = bwd()[0]
+            ref = (o, dq) if ref is None else ref
+            rel = [((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in zip((o, dq), ref)]
+            notes[i] = f"rel. diff o {rel[0]:.0e}, dq {rel[1]:.0e}"
+            times.setdefault(i, []).append(f"{time_ms(fwd, False):.2f} / {time_ms(bwd, False):.2f}")
+        except Exception as err:  # noqa: BLE001 - a configuration that does not compile or fit is reported
+            notes[i] = f"{type(err).__name__}: {str(err)[:120]}"
+        finally:
+            sp.LAUNCH["gather"], sp.LAUNCH["dq_gather"] = base
+    print(f"stage 2 at {t // 1024}K with TMA gathers, forward / backward ms:", flush=True)
+    for i, (gather, dq_gather) in enumerate(CONFIGS):
+        print(f"  gather {gather}, dq gather {dq_gather}: {', '.join(times.get(i, []))} ({notes.get(i)})", flush=True)
+
+
 def main() -> None:
     print(f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    if "--configs" in sys.argv:
+        configs()
+        return
     for t in (131072, 32768):
         ab(t)
         torch.cuda.empty_cache()
