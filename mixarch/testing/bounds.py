@@ -8,8 +8,9 @@ every masked-in load and store must fall inside one of them, else :class:`OutOfB
 access and how far it strays. Use it to run kernels on CPU at the tile sizes they use on the GPU.
 
 Limits: pointers carry no provenance in the interpreter, so an access that strays into *another* argument of
-the same launch passes; only plain and masked loads, stores and atomic read-modify-writes are checked (no block
-pointers or tensor descriptors, which mixarch's kernels do not use).
+the same launch passes; plain and masked loads, stores and atomic read-modify-writes are checked, and tensor
+descriptor loads (the interpreter turns them into masked loads of their base tensor, the descriptor's bounds as
+the mask); block pointers are not (mixarch's kernels do not use them).
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ def _byte_range(t: torch.Tensor) -> tuple[int, int] | None:
 
 
 def _tensors(args) -> Iterator[torch.Tensor]:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
     for arg in args:
         if isinstance(arg, torch.Tensor):
             yield arg
+        elif isinstance(arg, TensorDescriptor):
+            yield arg.base
         elif isinstance(arg, tuple):
             yield from _tensors(arg)
 
@@ -95,17 +100,17 @@ def checked_memory() -> Iterator[None]:
         _Launch.ranges = [r for t in _tensors([*args_hst, *kwargs_hst.values()]) if (r := _byte_range(t))]
         return args_hst, kwargs_hst
 
-    def load_checked(self, ptrs, mask, other, *rest):
+    def load_checked(self, ptrs, mask, other, *rest, **options):
         _check("load", ptrs, mask)
-        return load(self, ptrs, mask, other, *rest)
+        return load(self, ptrs, mask, other, *rest, **options)
 
-    def store_checked(self, ptrs, value, mask, *rest):
+    def store_checked(self, ptrs, value, mask, *rest, **options):
         _check("store", ptrs, mask)
-        return store(self, ptrs, value, mask, *rest)
+        return store(self, ptrs, value, mask, *rest, **options)
 
-    def atomic_checked(self, op, ptr, val, mask, *rest):
+    def atomic_checked(self, op, ptr, val, mask, *rest, **options):
         _check("atomic", ptr, mask)
-        return atomic(self, op, ptr, val, mask, *rest)
+        return atomic(self, op, ptr, val, mask, *rest, **options)
 
     def install(fns):
         (executor._init_args_hst, builder.create_masked_load, builder.create_masked_store,
