@@ -1,13 +1,16 @@
 """InfLLM-V2 stage 2: the gather kernels' key / value tiles by TMA (``TMA_GATHERS``) against per-thread loads, same
 process.
 
-    python bench/tma_ab.py              # TMA against per-thread loads
+    python bench/tma_ab.py              # TMA against per-thread loads (prefill, then decode)
     python bench/tma_ab.py --configs    # launch configurations of the TMA gather kernels (128K)
+    python bench/tma_ab.py --decode     # decode only
 
 Stage 2 as the layer calls it (told the forced blocks: window tiles, then the free blocks gathered) at T = 128K
 and 32K (B = 1, Hq = 32, Hkv = 2, D = 128, bf16, SALA geometry, the blocks of the real selection): do_bench
 medians of the forward and of the backward, the two variants alternating three times, the CUDA time of the
-gather kernels (``torch.profiler``), and whether o and dq are bit-identical between the variants.
+gather kernels (``torch.profiler``), and whether o and dq are bit-identical between the variants. Decode: one
+query against a 128K and a 16K cache, CUDA-graph replays of stage 2's forward (the slot-split gathers and their
+merge), alternating three times, outputs compared bit for bit.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ from __future__ import annotations
 import sys
 
 import torch
-from infllm_v2_profile import SALA, _inputs, _kernel_times  # bench/ (the script directory is on sys.path)
-from timing import time_ms
+from infllm_v2_profile import (  # bench/ (the script directory is on sys.path)
+    SALA,
+    _decode_case,
+    _inputs,
+    _kernel_times,
+)
+from timing import graph_time_ms, time_ms
 
 import mixarch.kernels.triton.infllm_v2.sparse as sp
 from mixarch.ops.infllm_v2 import infllm_v2_attention
@@ -56,6 +64,24 @@ def ab(t: int) -> None:
     for tma in (True, False):
         print(f"  {'TMA' if tma else 'pointer loads'}: {', '.join(times[tma])}; gathers (ms): {kernels[tma]}",
               flush=True)
+
+
+def decode_ab(t: int) -> None:
+    """Stage 2 of one decode step against a ``t``-token cache, TMA against per-thread loads (graph replays)."""
+    with torch.no_grad():
+        args = _decode_case(t)[6]
+        outs, times = {}, {}
+        for n in range(6):
+            tma = n % 2 == 0
+            sp.TMA_GATHERS = tma
+            try:
+                outs.setdefault(tma, sp._sparse_fwd(*args, direct=True)[0])
+                times.setdefault(tma, []).append(
+                    f"{graph_time_ms(lambda: sp._sparse_fwd(*args, direct=True), False) * 1e3:.1f}")
+            finally:
+                sp.TMA_GATHERS = True
+    print(f"decode at {t // 1024}K, stage 2 graph replay us (bit-identical: {torch.equal(outs[True], outs[False])}): "
+          f"TMA {', '.join(times[True])}; pointer loads {', '.join(times[False])}", flush=True)
 
 
 #: (num_warps, num_stages) of the forward and dq gather kernels with TMA; the committed pair first
@@ -103,9 +129,12 @@ def main() -> None:
     if "--configs" in sys.argv:
         configs()
         return
-    for t in (131072, 32768):
-        ab(t)
-        torch.cuda.empty_cache()
+    if "--decode" not in sys.argv:
+        for t in (131072, 32768):
+            ab(t)
+            torch.cuda.empty_cache()
+    for t in (131072, 16384):
+        decode_ab(t)
 
 
 if __name__ == "__main__":

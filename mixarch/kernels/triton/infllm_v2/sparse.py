@@ -17,7 +17,8 @@ Forward, prefill (a ``[TOKS * GP, D]`` tile needs at least 16 rows):
   forced and ``-1`` ones masked (no memory traffic, no branch: the loads pipeline). Where
   :func:`_tma_gathers` allows it (eager calls on Hopper or newer, or the interpreter), the key and value tiles
   come by TMA through tensor descriptors instead of per-thread loads (:data:`TMA_GATHERS`); the blocks it visits
-  are then the ones entirely before the query, so the two paths give identical results.
+  then hold no key after the query that is not also past the keys (read as zeros), so the two paths give
+  identical results.
 Few (query, KV head) pairs (under ``2 * SMs``: decode, short chunks): ``_fwd_kernel`` alone, the forced blocks
 first as virtual slots, the slots split over programs and merged by ``_combine_kernel``; also without the split
 when the window tile would have under 16 rows (e.g. an odd ``block_size`` with a small group). Traffic of a gather: ``block * (D + Dv)`` key/value elements per
@@ -189,9 +190,10 @@ def _gathered_block(k_ptr, v_ptr, k_desc, v_desc, i_b, i_h, blk, bt, kv_rows, ke
                     BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
                     UPCAST: tl.constexpr, TMA: tl.constexpr):
     """Key and value tiles of gathered block ``blk`` (:func:`_key_block`'s tiles, rows ``kv_rows``); with
-    ``TMA`` through the ``[B, Tk, Hkv * D]`` tensor descriptors, for the free blocks of a window tile's queries
-    (entirely before them: the others are forced, ``-1``). A block after the query's own (``blk > bt``, an
-    index the query cannot see) is read out of bounds: zeros, as the masked loads give."""
+    ``TMA`` through the ``[B, Tk, Hkv * D]`` tensor descriptors, where the blocks hold no key after the query
+    before ``Tk`` (:func:`_tma_gathers`; keys at ``Tk`` and beyond are out of bounds: zeros). A block after the
+    query's own (``blk > bt``, an index the query cannot see) or ``-1`` is read at a negative row, out of bounds:
+    zeros, as the masked loads give."""
     if TMA:
         row = tl.where((blk >= 0) & (blk <= bt), blk * BS, -BS).to(tl.int32)
         k = tl.reshape(k_desc.load([i_b, row, (i_h * D).to(tl.int32)]), (BSP, BD))
@@ -543,13 +545,17 @@ SPLIT_SLOTS = 3
 TMA_GATHERS = True
 
 
-def _tma_gathers(geo: dict, k: torch.Tensor, v: torch.Tensor, window: bool, local_blocks: int, direct: bool) -> bool:
+def _tma_gathers(geo: dict, k: torch.Tensor, v: torch.Tensor, window: bool, local_blocks: int, direct: bool,
+                 t_q: int) -> bool:
     """Whether the gather kernels load their key / value tiles by TMA: for direct launches (traced calls keep
     per-thread loads: compiling a layer with the descriptor-taking kernels failed on an H100, torch 2.11 and
-    Triton 3.6), after window tiles that took every forced block, the query's own included (``local_blocks >=
-    0``: the gathered blocks then lie entirely before the query), with unpadded power-of-two tiles of contiguous,
-    16-byte aligned keys and values, on a GPU with TMA (compute capability 9 or more) or the interpreter."""
-    if not (TMA_GATHERS and direct and window and local_blocks >= 0):
+    Triton 3.6), where no gathered block holds a key after its query that the masked loads would have hidden:
+    after window tiles that took every forced block, the query's own included (``local_blocks >= 0``: the
+    gathered blocks lie entirely before the query), or for a single query, the last position (decode: its own
+    block reaches past it only beyond the keys, out of bounds, read as zeros); with unpadded power-of-two tiles of
+    contiguous, 16-byte aligned keys and values, on a GPU with TMA (compute capability 9 or more) or the
+    interpreter."""
+    if not (TMA_GATHERS and direct and ((window and local_blocks >= 0) or t_q == 1)):
         return False
     if (geo["D"], geo["DV"], geo["BS"]) != (geo["BD"], geo["BDV"], geo["BSP"]):
         return False
@@ -630,7 +636,7 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
             q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
             STEP=_window_step(geo, "fwd"), **geo, **launch(*LAUNCH["window"], pdl=pdl))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
-    tma = _tma_gathers(geo, k, v, window, local_blocks, direct)
+    tma = _tma_gathers(geo, k, v, window, local_blocks, direct, t_q)
     launcher(_fwd_kernel, direct)[(t_q, nsplit, b * hkv)](
         q, k, v, *_kv_descriptors(k, v, geo, tma), indices, po, plse, o, lse, acc, m_part, l_part, scale * LOG2E,
         t_q, t_k, slots, init_blocks, local_blocks, GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), SPLIT=split,
@@ -705,7 +711,7 @@ def _sparse_bwd(q, k, v, indices, o, lse, do, block_size, scale, init_blocks, lo
             q, k, v, o, do, lse, pdq, delta, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=gp, TOKS=toks,
             STEP=_window_step(geo, "dq"), **geo, **launch(*LAUNCH["dq_window"]))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
-    tma = _tma_gathers(geo, k, v, window, local_blocks, direct)
+    tma = _tma_gathers(geo, k, v, window, local_blocks, direct, t_q)
     launcher(_dq_kernel, direct)[(t_q, b * hkv)](
         q, k, v, *_kv_descriptors(k, v, geo, tma), o, do, lse, indices, pdq, dq, delta, scale * LOG2E, scale, t_q,
         t_k, init_blocks, local_blocks, GM=gm, N_IDX=n_idx, N_IDXP=pow2(n_idx), FORCING=forcing,
