@@ -20,7 +20,8 @@
 # pdl:   bench/pdl_ab.py (programmatic dependent launch on and off: decode step, layer forward).
 # ab:    bench/decode_split_sweep.py (decode stage 2: programs per split) and bench/window_ab.py (stage 2: blocks per
 #        key tile of the window kernels), the A/B scripts behind SPLIT_SLOTS and WINDOW_STEP.
-# tma_ab: bench/tma_ab.py (the gather kernels' key / value tiles by TMA against per-thread loads, same process).
+# tma_ab: bench/tma_ab.py (the gather kernels' key / value tiles by TMA against per-thread loads, same process),
+#        then bench/gather_probe.py (the gathers on small working sets: what bounds them).
 # eager_ab: bench/eager_launch_ab.py (direct launches against the custom ops' wrap_triton, same process), then
 #        bench/lightning_host.py (GPU time with launches queued against host time).
 # e2e:   bench/e2e.py with its measurement budget (E2E_BUDGET seconds, default 300).
@@ -61,7 +62,8 @@ for s in "${steps[@]}"; do
         pdl) step pdl 150 python3 bench/pdl_ab.py ;;
         ab) step decode_split 120 python3 bench/decode_split_sweep.py
             step window_ab 240 python3 bench/window_ab.py ;;
-        tma_ab) step tma_ab 200 python3 bench/tma_ab.py ;;
+        tma_ab) step tma_ab 200 python3 bench/tma_ab.py
+                step gather_probe 150 python3 bench/gather_probe.py ;;
         eager_ab) step eager_ab 180 python3 bench/eager_launch_ab.py
                   step lightning_host 120 python3 bench/lightning_host.py ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
