@@ -16,13 +16,10 @@ from __future__ import annotations
 import sys
 
 import torch
-from infllm_v2_profile import SALA, _inputs, _kernel_times  # bench/ (the script directory is on sys.path)
+from infllm_v2_profile import STAGE2, _kernel_times, _prefill_case  # bench/ (on sys.path)
 from timing import time_ms
 
 import mixarch.kernels.triton.infllm_v2.sparse as sp
-from mixarch.ops.infllm_v2 import infllm_v2_attention
-
-GEO = (SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
 
 
 def synthetic(idx: torch.Tensor, t: int, ws: int, gen: torch.Generator) -> torch.Tensor:
@@ -39,15 +36,8 @@ def synthetic(idx: torch.Tensor, t: int, ws: int, gen: torch.Generator) -> torch
     return torch.where(ok, row, idx[0])[None].contiguous()
 
 
-def selection(t: int):
-    q, k, v = _inputs(t, t)
-    with torch.no_grad():
-        _, idx = infllm_v2_attention(q, k, v, **SALA, dense_len=0, exact_normalizer=False, return_indices=True)
-    return q, k, v, idx
-
-
 def probe(t: int) -> None:
-    q, k, v, idx = selection(t)
+    q, k, v, idx = _prefill_case(t)
     gen = torch.Generator(device="cuda").manual_seed(1)
     variants = {"real selection": idx}
     for ws in (2048, 1024, 512, 256, 128):
@@ -58,7 +48,7 @@ def probe(t: int) -> None:
     for rnd in range(2):
         for name, ix in variants.items():
             def fn(ix=ix):
-                return sp._sparse_fwd(q, k, v, ix, *GEO, direct=True)
+                return sp._sparse_fwd(q, k, v, ix, *STAGE2, direct=True)
 
             ms = time_ms(fn, False)
             kernels = _kernel_times(fn) if rnd == 0 else {}
@@ -68,9 +58,9 @@ def probe(t: int) -> None:
 
 def main() -> None:
     if "--once" in sys.argv:
-        q, k, v, idx = selection(int(sys.argv[sys.argv.index("--once") + 1]))
+        q, k, v, idx = _prefill_case(int(sys.argv[sys.argv.index("--once") + 1]))
         for _ in range(2):
-            sp._sparse_fwd(q, k, v, idx, *GEO, direct=True)
+            sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True)
         torch.cuda.synchronize()
         return
     print(f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)

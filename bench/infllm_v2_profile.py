@@ -68,10 +68,21 @@ def _print_times(title: str, times: dict[str, float], rows: int = 12) -> None:
         print(f"  {ms:9.3f} ms  {name[:90]}", flush=True)
 
 
-def profile_prefill(t: int, sweep: bool) -> None:
+#: stage 2's forward arguments after ``(q, k, v, indices)``: block size, scale, init and local blocks (SALA)
+STAGE2 = (SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
+
+
+def _prefill_case(t: int):
+    """``t`` queries and keys and their blocks from the real selection: ``(q, k, v, idx)``; stage 2's forward as
+    the layer calls it is ``sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True)``."""
     q, k, v = _inputs(t, t)
     with torch.no_grad():
         _, idx = infllm_v2_attention(q, k, v, **SALA, dense_len=0, exact_normalizer=False, return_indices=True)
+    return q, k, v, idx
+
+
+def profile_prefill(t: int, sweep: bool) -> None:
+    q, k, v, idx = _prefill_case(t)
     leaves = [x.detach().requires_grad_() for x in (q, k, v)]
     do = torch.randn_like(q)
 
@@ -120,7 +131,7 @@ def _decode_case(t: int):
                    SALA["init_blocks"], SALA["local_blocks"], SALA["topk"], 128 ** -0.5, False)
     with torch.no_grad():
         idx = sel._select(*select_args, direct=True)
-    fwd_args = (q, k, v, idx, SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
+    fwd_args = (q, k, v, idx, *STAGE2)
     return q, k, v, c1, c2, select_args, fwd_args
 
 

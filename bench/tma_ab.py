@@ -18,28 +18,19 @@ from __future__ import annotations
 import sys
 
 import torch
-from infllm_v2_profile import (  # bench/ (the script directory is on sys.path)
-    SALA,
-    _decode_case,
-    _inputs,
-    _kernel_times,
-)
+from infllm_v2_profile import STAGE2, _decode_case, _kernel_times, _prefill_case  # bench/ (on sys.path)
 from timing import graph_time_ms, time_ms
 
 import mixarch.kernels.triton.infllm_v2.sparse as sp
-from mixarch.ops.infllm_v2 import infllm_v2_attention
 
 
 def ab(t: int) -> None:
     """Time and compare the two variants at ``t`` tokens."""
-    q, k, v = _inputs(t, t)
+    q, k, v, idx = _prefill_case(t)
     do = torch.randn_like(q)
-    with torch.no_grad():
-        _, idx = infllm_v2_attention(q, k, v, **SALA, dense_len=0, exact_normalizer=False, return_indices=True)
-    geo = (SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
 
     def fwd():
-        return sp._sparse_fwd(q, k, v, idx, *geo, direct=True)
+        return sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True)
 
     results, times, kernels = {}, {}, {}
     for n in range(6):
@@ -49,7 +40,7 @@ def ab(t: int) -> None:
             o, lse = fwd()
 
             def bwd(o=o, lse=lse):
-                return sp._sparse_bwd(q, k, v, idx, o, lse, do, *geo, direct=True)
+                return sp._sparse_bwd(q, k, v, idx, o, lse, do, *STAGE2, direct=True)
 
             results.setdefault(tma, (o, bwd()[0]))
             times.setdefault(tma, []).append(f"{time_ms(fwd, False):.2f} / {time_ms(bwd, False):.2f}")
@@ -91,11 +82,8 @@ CONFIGS = [((4, 3), (4, 3)), ((2, 3), (2, 3)), ((4, 2), (4, 2)), ((2, 4), (2, 4)
 def configs(t: int = 131072) -> None:
     """Forward / backward of stage 2 at ``t`` tokens for each launch configuration of the TMA gather kernels,
     alternating twice, with the relative difference of o and dq from the committed configuration's."""
-    q, k, v = _inputs(t, t)
+    q, k, v, idx = _prefill_case(t)
     do = torch.randn_like(q)
-    with torch.no_grad():
-        _, idx = infllm_v2_attention(q, k, v, **SALA, dense_len=0, exact_normalizer=False, return_indices=True)
-    geo = (SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
     base = (sp.LAUNCH["gather"], sp.LAUNCH["dq_gather"])
     ref, times, notes = None, {}, {}
     for n in range(2 * len(CONFIGS)):
@@ -103,12 +91,12 @@ def configs(t: int = 131072) -> None:
         sp.LAUNCH["gather"], sp.LAUNCH["dq_gather"] = CONFIGS[i]
         try:
             def fwd():
-                return sp._sparse_fwd(q, k, v, idx, *geo, direct=True)
+                return sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True)
 
             o, lse = fwd()
 
             def bwd(o=o, lse=lse):
-                return sp._sparse_bwd(q, k, v, idx, o, lse, do, *geo, direct=True)
+                return sp._sparse_bwd(q, k, v, idx, o, lse, do, *STAGE2, direct=True)
 
             dq = bwd()[0]
             ref = (o, dq) if ref is None else ref

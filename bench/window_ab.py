@@ -12,11 +12,10 @@ against the committed variant's (relative difference: a different key tiling rou
 from __future__ import annotations
 
 import torch
-from infllm_v2_profile import SALA, _inputs  # bench/ (the script directory is on sys.path)
+from infllm_v2_profile import STAGE2, _prefill_case  # bench/ (the script directory is on sys.path)
 from timing import time_ms
 
 import mixarch.kernels.triton.infllm_v2.sparse as sp
-from mixarch.ops.infllm_v2 import infllm_v2_attention
 
 #: (WINDOW_STEP, LAUNCH["window"], LAUNCH["dq_window"]); the committed variant first
 VARIANTS = [({"fwd": 2, "dq": 1}, (8, 3), (8, 2)), ({"fwd": 1, "dq": 1}, (8, 3), (8, 2)),
@@ -29,14 +28,11 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def ab(t: int) -> None:
     """Time and compare the variants at ``t`` tokens."""
-    q, k, v = _inputs(t, t)
+    q, k, v, idx = _prefill_case(t)
     do = torch.randn_like(q)
-    with torch.no_grad():
-        _, idx = infllm_v2_attention(q, k, v, **SALA, dense_len=0, exact_normalizer=False, return_indices=True)
-    geo = (SALA["block_size"], 128 ** -0.5, SALA["init_blocks"], SALA["local_blocks"])
 
     def fwd():
-        return sp._sparse_fwd(q, k, v, idx, *geo, direct=True)
+        return sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True)
 
     base = (dict(sp.WINDOW_STEP), sp.LAUNCH["window"], sp.LAUNCH["dq_window"])
     ref, times, notes = None, {}, {}
@@ -47,7 +43,7 @@ def ab(t: int) -> None:
             o, lse = fwd()
 
             def bwd(o=o, lse=lse):
-                return sp._sparse_bwd(q, k, v, idx, o, lse, do, *geo, direct=True)
+                return sp._sparse_bwd(q, k, v, idx, o, lse, do, *STAGE2, direct=True)
 
             dq = bwd()[0]
             ref = (o, dq) if ref is None else ref

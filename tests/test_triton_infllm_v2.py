@@ -157,7 +157,8 @@ def test_tma_gathers_equal_pointer_gathers(monkeypatch, t_q, order):
     values never reach it (read out of bounds as zeros there, masked by the loads on the other path): an
     infinite value in the last block leaves the queries before that block finite. Prefill and chunks take window
     tiles, then the gathers; a single query (decode) the split slot loop, whose own block is gathered too.
-    Batch of 2: a block never reads into the next sequence's keys."""
+    Batch of 2: a block never reads into the next sequence's keys; the second sequence also matches the torch
+    reference."""
     from mixarch.kernels.triton.infllm_v2 import sparse
 
     if t_q > 1:
@@ -193,6 +194,14 @@ def test_tma_gathers_equal_pointer_gathers(monkeypatch, t_q, order):
     before = max(0, 48 - (64 - t_q))  # queries before the last block
     assert torch.isfinite(o[1]).all() and torch.isfinite(o[0, :before]).all()
     assert torch.isfinite(dq[1]).all() and torch.isfinite(dq[0, :before]).all()
+    # the second sequence (no infinite value) against the torch reference: outputs and gradients
+    from mixarch.ops.infllm_v2 import sparse_block_attention
+
+    leaves = [x[1:].clone().requires_grad_() for x in (q, k, v)]
+    o_ref = sparse_block_attention(*leaves, idx[1:], block_size=16, init_blocks=1, local_blocks=1)
+    for name, a, b in zip(("o", "dq", "dk", "dv"), results[True],
+                          [o_ref, *torch.autograd.grad(o_ref, leaves, do[1:])]):
+        torch.testing.assert_close(a[1:], b, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_tracing_sees_the_custom_ops():
