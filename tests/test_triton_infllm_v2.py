@@ -337,13 +337,14 @@ def test_compiles_without_graph_breaks(monkeypatch, dtype, forcing):
 
 
 @pytest.mark.parametrize("values", ["tied", "distinct", "wide"])
-@pytest.mark.parametrize("t_q", [1, 15, 64])
+@pytest.mark.parametrize("t_q", [1, 15, 64, 300])
 def test_topk_kernel_matches_select_blocks(t_q, values):
-    """The top-k launch alone against ``select_blocks`` on forced scores: exact ties (scores from four levels,
+    """The top-k launches alone (rows grouped by their number of candidates: one launch for ``t_q`` = 1 and 15,
+    two for 64, three for 300) against ``select_blocks`` on forced scores: exact ties (scores from four levels,
     ``-inf`` among them: the larger block index wins), distinct ones in [0, 1), or ``wide`` ones (both signs,
     magnitudes 1e-30 to 1e30: keys across the whole int32 range of the threshold search; 5% NaN, which rank
     above ``+inf`` as in ``torch.sort``); the poison beyond the candidates must not be read."""
-    from mixarch.kernels.triton.infllm_v2.select import topk_blocks
+    from mixarch.kernels.triton.infllm_v2.select import _row_ranges, topk_blocks
     from mixarch.ops.infllm_v2.select import select_blocks
 
     block, init, local, topk, hkv = 4, 1, 2, 7, 2
@@ -366,6 +367,7 @@ def test_topk_kernel_matches_select_blocks(t_q, values):
     want = select_blocks(scores.masked_fill(forced.to(DEVICE), float("inf")).unsqueeze(0),
                          candidate.to(DEVICE), topk)
     out = torch.full((1, hkv, t_q, topk), -7, dtype=torch.int64, device=DEVICE)
+    assert len(_row_ranges(t_q, t_k, block, nb)) == {1: 1, 15: 1, 64: 2, 300: 3}[t_q]
     assert torch.equal(topk_blocks(scores, out, t_k, block, init, local, direct=True), want)
 
 

@@ -18,6 +18,7 @@ Same result as :func:`mixarch.ops.infllm_v2.attention.reference_infllm_v2_select
    ``torch.sort``), finds the ``k``-th largest key by a bisection over the int32 range (at most 32 probes; a
    row stops at a probe with exactly ``k`` keys at or above it), keeps everything above it plus the ties of
    largest block index, and compacts the kept blocks with a prefix sum: ascending indices, ``-1`` padded.
+   One launch per range of rows whose candidates fit the same power-of-two tile (:func:`_row_ranges`).
 
 Tile sizes and launch options of the first two kernels on CUDA: :data:`STAGE1`.
 
@@ -183,14 +184,15 @@ def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, 
 
 
 @triton.jit
-def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, BLOCK: tl.constexpr, TOPK: tl.constexpr,
-                 TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, PDL: tl.constexpr):
-    """Forcing + top-``TOPK`` of ``BR`` rows of block scores; ascending indices, ``-1`` padded."""
+def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, ROW0, ROW_END, BLOCK: tl.constexpr,
+                 TOPK: tl.constexpr, TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, PDL: tl.constexpr):
+    """Forcing + top-``TOPK`` of ``BR`` rows of block scores (of the rows ``[ROW0, ROW_END)``, which have at most
+    ``NBP`` candidates); ascending indices, ``-1`` padded."""
     if PDL:
         pdl_handoff()
     i_r, i_bh = tl.program_id(0), tl.program_id(1)
-    rows = i_r * BR + tl.arange(0, BR)
-    row_ok = rows < T_Q
+    rows = ROW0 + i_r * BR + tl.arange(0, BR)
+    row_ok = rows < ROW_END
     bt = (T_K - T_Q + rows) // BLOCK
     blk = tl.arange(0, NBP)
     cand = row_ok[:, None] & (blk[None, :] <= bt[:, None])
@@ -318,12 +320,30 @@ def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: i
     positions; only candidates ``b <= b_t`` are read) into ``out`` ``[B, Hkv, Tq, topk]`` (int64): the launch
     of :func:`_topk_kernel`, same result as :func:`mixarch.ops.infllm_v2.select.select_blocks`."""
     t_q, nb, topk = scores.shape[1], scores.shape[2], out.shape[-1]
-    nbp = pow2(nb, 16)
-    br = max(1, min(pow2(t_q), 4096 // nbp if scores.is_cuda else 16))
-    launcher(_topk_kernel, direct)[(cdiv(t_q, br), scores.shape[0])](
-        scores, out, t_q, t_k, nb, init_blocks, local_blocks, BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk),
-        BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl_enabled(scores.device, direct)))
+    pdl = pdl_enabled(scores.device, direct)
+    start = 0
+    for nbp, end in _row_ranges(t_q, t_k, block_size, nb):
+        br = max(1, min(pow2(end - start), 4096 // nbp if scores.is_cuda else 16))
+        launcher(_topk_kernel, direct)[(cdiv(end - start, br), scores.shape[0])](
+            scores, out, t_q, t_k, nb, init_blocks, local_blocks, start, end, BLOCK=block_size, TOPK=topk,
+            TOPKP=pow2(topk), BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl))
+        start = end
     return out
+
+
+def _row_ranges(t_q: int, t_k: int, block_size: int, nb: int) -> list[tuple[int, int]]:
+    """The top-k launches: ``(candidates tile NBP, end row)`` for consecutive row ranges starting at row 0.
+    Query ``i`` has ``b_t + 1`` candidate blocks, growing with ``i``: rows are grouped by the power of two (at
+    least 16) that holds their candidates, so that early rows of a long prefill do not sort a tile sized for
+    the last row (at 128K: a third fewer key comparisons than one launch with 2048-wide tiles)."""
+    ranges, start, width, last = [], 0, 16, pow2(nb, 16)
+    while start < t_q:
+        end = t_q if width >= last else min(t_q, max(0, width * block_size - (t_k - t_q)))
+        if end > start:
+            ranges.append((width, end))
+            start = end
+        width *= 2
+    return ranges
 
 
 def triton_infllm_v2_select(q: torch.Tensor, compressed_k: torch.Tensor, compressed_k2: torch.Tensor | None,
