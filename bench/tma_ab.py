@@ -4,6 +4,8 @@ process.
     python bench/tma_ab.py              # TMA against per-thread loads (prefill, then decode)
     python bench/tma_ab.py --configs    # launch configurations of the TMA gather kernels (128K)
     python bench/tma_ab.py --decode     # decode only
+    python bench/tma_ab.py --window     # the window kernel's tiles by TMA against per-thread loads, then its
+                                        # launch configurations
 
 Stage 2 as the layer calls it (told the forced blocks: window tiles, then the free blocks gathered) at T = 128K
 and 32K (B = 1, Hq = 32, Hkv = 2, D = 128, bf16, SALA geometry, the blocks of the real selection): do_bench
@@ -55,6 +57,53 @@ def ab(t: int) -> None:
     for tma in (True, False):
         print(f"  {'TMA' if tma else 'pointer loads'}: {', '.join(times[tma])}; gathers (ms): {kernels[tma]}",
               flush=True)
+
+
+def window_ab(t: int) -> None:
+    """Stage 2's forward at ``t`` tokens with the window kernel's tiles by TMA (``TMA_WINDOW``) against per-thread
+    loads, alternating three times (launch configurations: ``--window-configs``)."""
+    q, k, v, idx = _prefill_case(t)
+
+    def fwd():
+        return sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True)
+
+    outs, times, kernels = {}, {}, {}
+    for n in range(6):
+        tma = n % 2 == 0
+        sp.TMA_WINDOW = tma
+        try:
+            outs.setdefault(tma, fwd()[0])
+            times.setdefault(tma, []).append(f"{time_ms(fwd, False):.2f}")
+            if n < 2:
+                kernels[tma] = _kernel_times(fwd).get("_window_kernel", float("nan"))
+        finally:
+            sp.TMA_WINDOW = True
+    print(f"stage 2 forward at {t // 1024}K, ms (o bit-identical: {torch.equal(outs[True], outs[False])}):",
+          flush=True)
+    for tma in (True, False):
+        print(f"  window tiles by {'TMA' if tma else 'pointer loads'}: {', '.join(times[tma])}; window kernel "
+              f"{kernels[tma]:.2f} ms", flush=True)
+
+
+#: (num_warps, num_stages) of the window kernel with TMA; the committed pair first
+WINDOW_CONFIGS = [(8, 3), (8, 2), (8, 4), (4, 3)]
+
+
+def window_configs(t: int = 131072) -> None:
+    """The window kernel's time (profiler) at ``t`` tokens for each of :data:`WINDOW_CONFIGS`, twice."""
+    q, k, v, idx = _prefill_case(t)
+    base = sp.LAUNCH["window"]
+    ref = sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True)[0]
+    for config in WINDOW_CONFIGS * 2:
+        sp.LAUNCH["window"] = config
+        try:
+            o = sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True)[0]
+            ms = _kernel_times(lambda: sp._sparse_fwd(q, k, v, idx, *STAGE2, direct=True))["_window_kernel"]
+            print(f"  window {config}: {ms:.2f} ms (o equal: {torch.equal(o, ref)})", flush=True)
+        except Exception as err:  # noqa: BLE001 - a configuration that does not compile or fit is reported
+            print(f"  window {config}: {type(err).__name__}: {str(err)[:120]}", flush=True)
+        finally:
+            sp.LAUNCH["window"] = base
 
 
 def decode_ab(t: int) -> None:
@@ -116,6 +165,12 @@ def main() -> None:
     print(f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     if "--configs" in sys.argv:
         configs()
+        return
+    if "--window" in sys.argv:
+        for t in (131072, 32768):
+            window_ab(t)
+            torch.cuda.empty_cache()
+        window_configs()
         return
     if "--decode" not in sys.argv:
         for t in (131072, 32768):

@@ -204,6 +204,33 @@ def test_tma_gathers_equal_pointer_gathers(monkeypatch, t_q, order):
         torch.testing.assert_close(a[1:], b, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize(("init", "local", "t_q"), [(1, 1, 96), (1, 4, 96), (2, 3, 40), (2, None, 96)],
+                         ids=["1 window block", "4 window blocks", "3 window blocks, chunk", "init blocks only"])
+def test_tma_window_tiles_equal_pointer_loads(monkeypatch, init, local, t_q):
+    """The forward window kernel's blocks before the queries' own one by TMA (one block, or ``STEP`` = 2 in one
+    load) give bit-identical outputs to the per-thread loads: even and odd numbers of window blocks, several
+    init blocks, none in the window (``local_blocks=None``), a chunk of later queries. Also against the torch
+    reference."""
+    from mixarch.kernels.triton.infllm_v2 import sparse
+    from mixarch.ops.infllm_v2 import sparse_block_attention
+
+    monkeypatch.setattr(sparse, "num_sms", lambda _device: 1)  # window tiles + gathers (the prefill path)
+    decided = []
+    tma_window = sparse._tma_window
+    monkeypatch.setattr(sparse, "_tma_window", lambda *a: decided.append(tma_window(*a)) or decided[-1])
+    q, k, v = _qkv(96, 2, 4, 16, seed=31, t_q=t_q)
+    idx = torch.full((1, 2, t_q, 1), -1, dtype=torch.int64, device=DEVICE)  # the forced blocks only
+    forcing = dict(init_blocks=init, local_blocks=local)
+    outs = {}
+    for tma in (True, False):
+        monkeypatch.setattr(sparse, "TMA_WINDOW", tma)
+        outs[tma] = sparse.triton_sparse_block_attention(q, k, v, idx, block_size=16, **forcing)
+    assert decided == [True, False]
+    assert torch.equal(outs[True], outs[False])
+    torch.testing.assert_close(outs[True], sparse_block_attention(q, k, v, idx, block_size=16, **forcing),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_tracing_sees_the_custom_ops():
     """Calls that would launch directly in eager mode (no autograd) still trace as the custom ops under make_fx
     (a dispatch mode): a trace must never bake in a launch."""

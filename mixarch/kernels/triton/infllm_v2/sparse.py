@@ -206,6 +206,27 @@ def _gathered_block(k_ptr, v_ptr, k_desc, v_desc, i_b, i_h, blk, bt, kv_rows, ke
 
 
 @triton.jit
+def _block_run(k_ptr, v_ptr, k_desc, v_desc, i_b, i_h, b0, T_K, HKV: tl.constexpr, D: tl.constexpr,
+               BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
+               NBLK: tl.constexpr, UPCAST: tl.constexpr, TMA: tl.constexpr):
+    """Key and value tiles (``[NBLK * BSP, BD]``, ``[NBLK * BSP, BDV]``) of the ``NBLK`` consecutive blocks from
+    ``b0``, which lie before the queries' own block (every key visible), and the valid keys ``[NBLK * BSP]``;
+    with ``TMA`` one load each through ``[1, NBLK * BSP, BD]`` block descriptors (:func:`_tma_window`)."""
+    offs = tl.arange(0, NBLK * BSP)
+    key_ok = offs % BSP < BS
+    if TMA:
+        row = tl.full([], 0, tl.int32) + b0 * BS
+        k = tl.reshape(k_desc.load([i_b, row, (i_h * D).to(tl.int32)]), (NBLK * BSP, BD))
+        v = tl.reshape(v_desc.load([i_b, row, (i_h * DV).to(tl.int32)]), (NBLK * BSP, BDV))
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+    else:
+        kpos = (b0 + offs // BSP) * BS + offs % BSP
+        k, v = _key_block(k_ptr, v_ptr, (i_b * T_K + kpos) * HKV + i_h, key_ok, D, BD, DV, BDV, UPCAST)
+    return k, v, key_ok
+
+
+@triton.jit
 def _window_keys(j, n_end, n_init, w_lo, i_b, i_h, T_K, HKV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
                  STEP: tl.constexpr):
     """Forced blocks ``j .. j + STEP - 1`` of a window tile (:func:`_window_tile`'s order; those at ``n_end`` or
@@ -220,13 +241,18 @@ def _window_keys(j, n_end, n_init, w_lo, i_b, i_h, T_K, HKV: tl.constexpr, BS: t
 
 
 @triton.jit
-def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, INIT, LOCAL, HQ: tl.constexpr,
-                   HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, TOKS: tl.constexpr, D: tl.constexpr,
-                   BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, BSP: tl.constexpr,
-                   STEP: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
+def _window_kernel(q_ptr, k_ptr, v_ptr, k_desc, v_desc, k_run_desc, v_run_desc, po_ptr, plse_ptr, qk_scale, T_Q,
+                   T_K, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr,
+                   TOKS: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr, BDV: tl.constexpr,
+                   BS: tl.constexpr, BSP: tl.constexpr, STEP: tl.constexpr, TMA: tl.constexpr, UPCAST: tl.constexpr,
+                   PREC: tl.constexpr, PDL: tl.constexpr):
     """The forced blocks of ``TOKS`` consecutive queries of one block (they share them) for the ``G`` heads of a
-    KV group, as one ``[TOKS * GP, D]`` tile against ``[STEP * BSP, D]`` key tiles (``STEP`` blocks each, the
-    queries' own block last and alone): partial ``o`` (fp32) and log2-sum-exp for :func:`_fwd_kernel`."""
+    KV group, as one ``[TOKS * GP, D]`` tile against key tiles: the init blocks one by one, the window's blocks
+    before the queries' own ``STEP`` per tile (:func:`_block_run`; the odd ones one by one), then the own block
+    alone, causal: partial ``o`` (fp32) and log2-sum-exp for :func:`_fwd_kernel`. With ``TMA`` the blocks before
+    the own one come through the block descriptors ``k_desc`` / ``v_desc`` (one block) and ``k_run_desc`` /
+    ``v_run_desc`` (``STEP`` blocks); the own block, which holds keys after some of the queries, always by
+    masked per-thread loads."""
     if PDL:
         pdl_handoff()
     i_m, i_bh = tl.program_id(0), tl.program_id(1)
@@ -238,9 +264,18 @@ def _window_kernel(q_ptr, k_ptr, v_ptr, po_ptr, plse_ptr, qk_scale, T_Q, T_K, IN
     m = tl.full([TOKS * GP], float("-inf"), tl.float32)
     den = tl.zeros([TOKS * GP], tl.float32)
     acc = tl.zeros([TOKS * GP, BDV], tl.float32)
-    for j in range(0, n - 1, STEP):  # every block but the last lies before the queries' own: all keys visible
-        _, key_ok, kv_rows = _window_keys(j, n - 1, n_init, w_lo, i_b, i_h, T_K, HKV, BS, BSP, STEP)
-        k, v = _key_block(k_ptr, v_ptr, kv_rows, key_ok, D, BD, DV, BDV, UPCAST)
+    for j in range(0, tl.minimum(n_init, n - 1)):  # blocks before the last (the own one) show all their keys
+        k, v, key_ok = _block_run(k_ptr, v_ptr, k_desc, v_desc, i_b, i_h, j, T_K, HKV, D, BD, DV, BDV, BS, BSP, 1,
+                                  UPCAST, TMA)
+        m, den, acc = _attend(q, k, v, key_ok[None, :], m, den, acc, qk_scale, PREC)
+    n_win = tl.maximum(n - 1 - n_init, 0)  # the window's blocks before the own one (none: LOCAL < 0)
+    for j in range(0, n_win - STEP + 1, STEP):
+        k, v, key_ok = _block_run(k_ptr, v_ptr, k_run_desc, v_run_desc, i_b, i_h, w_lo + j, T_K, HKV, D, BD, DV,
+                                  BDV, BS, BSP, STEP, UPCAST, TMA)
+        m, den, acc = _attend(q, k, v, key_ok[None, :], m, den, acc, qk_scale, PREC)
+    for j in range(n_win - n_win % STEP, n_win):
+        k, v, key_ok = _block_run(k_ptr, v_ptr, k_desc, v_desc, i_b, i_h, w_lo + j, T_K, HKV, D, BD, DV, BDV, BS,
+                                  BSP, 1, UPCAST, TMA)
         m, den, acc = _attend(q, k, v, key_ok[None, :], m, den, acc, qk_scale, PREC)
     kpos, key_ok, kv_rows = _window_keys(n - 1, n, n_init, w_lo, i_b, i_h, T_K, HKV, BS, BSP, 1)  # own: causal
     key_ok = key_ok & (kpos < T_K)
@@ -545,6 +580,27 @@ SPLIT_SLOTS = 3
 TMA_GATHERS = True
 
 
+#: the forward window kernel's key / value tiles before the queries' own block by TMA where :func:`_tma_window`
+#: allows it (same tiles, same order, same results as the per-thread loads)
+TMA_WINDOW = True
+
+
+def _tma_loads(geo: dict, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether key / value tiles can come by TMA: unpadded power-of-two tiles of contiguous, 16-byte aligned keys
+    and values, on a GPU with TMA (compute capability 9 or more) or the interpreter."""
+    if (geo["D"], geo["DV"], geo["BS"]) != (geo["BD"], geo["BDV"], geo["BSP"]):
+        return False
+    if not all(t.is_contiguous() and t.storage_offset() * t.element_size() % 16 == 0 for t in (k, v)):
+        return False
+    return interpreting() or (k.is_cuda and torch.cuda.get_device_capability(k.device)[0] >= 9)
+
+
+def _tma_window(geo: dict, k: torch.Tensor, v: torch.Tensor, direct: bool) -> bool:
+    """Whether the forward window kernel loads its tiles before the queries' own block by TMA: direct launches
+    only (as :func:`_tma_gathers`), where :func:`_tma_loads` allows it."""
+    return TMA_WINDOW and direct and _tma_loads(geo, k, v)
+
+
 def _tma_gathers(geo: dict, k: torch.Tensor, v: torch.Tensor, window: bool, local_blocks: int, direct: bool,
                  t_q: int) -> bool:
     """Whether the gather kernels load their key / value tiles by TMA: for direct launches (traced calls keep
@@ -555,23 +611,18 @@ def _tma_gathers(geo: dict, k: torch.Tensor, v: torch.Tensor, window: bool, loca
     block reaches past it only beyond the keys, out of bounds, read as zeros); with unpadded power-of-two tiles of
     contiguous, 16-byte aligned keys and values, on a GPU with TMA (compute capability 9 or more) or the
     interpreter."""
-    if not (TMA_GATHERS and direct and ((window and local_blocks >= 0) or t_q == 1)):
-        return False
-    if (geo["D"], geo["DV"], geo["BS"]) != (geo["BD"], geo["BDV"], geo["BSP"]):
-        return False
-    if not all(t.is_contiguous() and t.storage_offset() * t.element_size() % 16 == 0 for t in (k, v)):
-        return False
-    return interpreting() or (k.is_cuda and torch.cuda.get_device_capability(k.device)[0] >= 9)
+    return TMA_GATHERS and direct and ((window and local_blocks >= 0) or t_q == 1) and _tma_loads(geo, k, v)
 
 
-def _kv_descriptors(k: torch.Tensor, v: torch.Tensor, geo: dict, tma: bool) -> tuple:
-    """``(k_desc, v_desc)`` for the gather kernels: ``[1, BSP, BD]`` block descriptors of ``k`` / ``v`` viewed as
+def _kv_descriptors(k: torch.Tensor, v: torch.Tensor, geo: dict, tma: bool, blocks: int = 1) -> tuple:
+    """``(k_desc, v_desc)``: ``[1, blocks * BSP, BD]`` block descriptors of ``k`` / ``v`` viewed as
     ``[B, Tk, Hkv * D]`` with ``tma``, else ``k`` and ``v`` themselves (unused by the kernels)."""
     if not tma:
         return k, v
     b, t_k, hkv = k.shape[:3]
-    return (TensorDescriptor.from_tensor(k.view(b, t_k, hkv * geo["D"]), [1, geo["BSP"], geo["BD"]]),
-            TensorDescriptor.from_tensor(v.view(b, t_k, hkv * geo["DV"]), [1, geo["BSP"], geo["BDV"]]))
+    rows = blocks * geo["BSP"]
+    return (TensorDescriptor.from_tensor(k.view(b, t_k, hkv * geo["D"]), [1, rows, geo["BD"]]),
+            TensorDescriptor.from_tensor(v.view(b, t_k, hkv * geo["DV"]), [1, rows, geo["BDV"]]))
 
 
 def _window_rows(geo: dict, block_size: int, on_cuda: bool, kernel: str) -> int:
@@ -632,9 +683,11 @@ def _sparse_fwd(q, k, v, indices, block_size, scale, init_blocks, local_blocks, 
     po = torch.empty(o.shape if window else (1,), dtype=torch.float32, device=q.device)
     plse = torch.empty(lse.shape if window else (1,), dtype=torch.float32, device=q.device)
     if window:
+        step, tma_w = _window_step(geo, "fwd"), _tma_window(geo, k, v, direct)
         launcher(_window_kernel, direct)[(cdiv(t_q + (t_k - t_q) % toks, toks), b * hkv)](
-            q, k, v, po, plse, scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks,
-            STEP=_window_step(geo, "fwd"), **geo, **launch(*LAUNCH["window"], pdl=pdl))
+            q, k, v, *_kv_descriptors(k, v, geo, tma_w), *_kv_descriptors(k, v, geo, tma_w, step), po, plse,
+            scale * LOG2E, t_q, t_k, init_blocks, local_blocks, GP=pow2(geo["G"]), TOKS=toks, STEP=step,
+            TMA=tma_w, **geo, **launch(*LAUNCH["window"], pdl=pdl))
     big = q.is_cuda and gm * geo["BD"] >= 64 * 128
     tma = _tma_gathers(geo, k, v, window, local_blocks, direct, t_q)
     launcher(_fwd_kernel, direct)[(t_q, nsplit, b * hkv)](
