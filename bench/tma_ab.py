@@ -4,6 +4,7 @@ process.
     python bench/tma_ab.py              # TMA against per-thread loads (prefill, then decode)
     python bench/tma_ab.py --configs    # launch configurations of the TMA gather kernels (128K)
     python bench/tma_ab.py --decode     # decode only
+    python bench/tma_ab.py --keys       # stage 1's compressed-key tiles by TMA against per-thread loads
     python bench/tma_ab.py --window     # the window kernel's tiles by TMA against per-thread loads, then its
                                         # launch configurations
 
@@ -20,10 +21,12 @@ from __future__ import annotations
 import sys
 
 import torch
-from infllm_v2_profile import STAGE2, _decode_case, _kernel_times, _prefill_case  # bench/ (on sys.path)
+from infllm_v2_profile import SALA, STAGE2, _decode_case, _inputs, _kernel_times, _prefill_case  # bench/
 from timing import graph_time_ms, time_ms
 
+import mixarch.kernels.triton.infllm_v2.select as sel
 import mixarch.kernels.triton.infllm_v2.sparse as sp
+from mixarch.ops.infllm_v2 import C2_FACTOR, compress_keys
 
 
 def ab(t: int) -> None:
@@ -106,6 +109,50 @@ def window_configs(t: int = 131072) -> None:
             sp.LAUNCH["window"] = base
 
 
+def keys_ab() -> None:
+    """The selection (stage 1 + top-k) with the compressed-key tiles by TMA (``TMA_KEYS``) against per-thread
+    loads: the 128K prefill (do_bench, with the normalizer and score kernels' CUDA time) and a decode query
+    against a 128K cache (CUDA-graph replay), alternating three times; block scores compared bit for bit."""
+    q, k, _ = _inputs(131072, 131072)
+    c1 = compress_keys(k, SALA["kernel_size"], SALA["kernel_stride"])
+    c2 = compress_keys(k, C2_FACTOR * SALA["kernel_size"], C2_FACTOR * SALA["kernel_stride"])
+    geo = (SALA["block_size"], SALA["kernel_size"], SALA["kernel_stride"], 128 ** -0.5, False)
+    for label, t_q in (("prefill 128K", 131072), ("decode at 128K", 1)):
+        qq = q[:, -t_q:].contiguous()
+
+        def scores(qq=qq):
+            return sel.block_scores(qq, c1, c2, 131072, *geo, direct=True)
+
+        def select(qq=qq):
+            return sel._select(qq, c1, c2, 131072, *geo[:3], SALA["init_blocks"], SALA["local_blocks"],
+                               SALA["topk"], *geo[3:], direct=True)
+
+        outs, times = {}, {}
+        for n in range(6):
+            tma = n % 2 == 0
+            sel.TMA_KEYS = tma
+            try:
+                with torch.no_grad():
+                    outs.setdefault(tma, scores())
+                    if t_q == 1:
+                        times.setdefault(tma, []).append(f"{graph_time_ms(select, False) * 1e3:.1f} us")
+                    else:
+                        kt = _kernel_times(select)
+                        stage1 = kt.get("_lse_kernel", 0.0) + kt.get("_score_kernel", 0.0)
+                        times.setdefault(tma, []).append(f"{time_ms(select, False):.2f} ms (stage 1 kernels "
+                                                         f"{stage1:.2f})")
+            finally:
+                sel.TMA_KEYS = True
+        nb = outs[True].shape[-1]  # only the candidates are written: compare those
+        bt = (131072 - t_q + torch.arange(t_q, device=q.device)) // SALA["block_size"]
+        cand = torch.arange(nb, device=q.device)[None, :] <= bt[:, None]
+        same = torch.equal(outs[True][:, cand], outs[False][:, cand])
+        print(f"selection, {label} (block scores bit-identical: {same}):", flush=True)
+        for tma in (True, False):
+            print(f"  key tiles by {'TMA' if tma else 'pointer loads'}: {', '.join(times[tma])}", flush=True)
+        torch.cuda.empty_cache()
+
+
 def decode_ab(t: int) -> None:
     """Stage 2 of one decode step against a ``t``-token cache, TMA against per-thread loads (graph replays)."""
     with torch.no_grad():
@@ -165,6 +212,9 @@ def main() -> None:
     print(f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     if "--configs" in sys.argv:
         configs()
+        return
+    if "--keys" in sys.argv:
+        keys_ab()
         return
     if "--window" in sys.argv:
         for t in (131072, 32768):

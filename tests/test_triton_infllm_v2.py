@@ -231,6 +231,31 @@ def test_tma_window_tiles_equal_pointer_loads(monkeypatch, init, local, t_q):
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("t_q", [100, 7, 1])
+def test_tma_key_tiles_equal_pointer_loads(monkeypatch, t_q, exact):
+    """Stage 1's compressed-key tiles by TMA (normalizer and score kernels) give bit-identical block scores to the
+    per-thread loads: prefill, a chunk, a decode query (keys split over programs), both normalizers, a last key
+    tile running past the keys (read as zeros either way); batch of 2."""
+    from mixarch.kernels.triton.infllm_v2 import select
+    from mixarch.ops.infllm_v2 import C2_FACTOR, compress_keys
+
+    decided = []
+    tma_keys = select._tma_keys
+    monkeypatch.setattr(select, "_tma_keys", lambda *a: decided.append(tma_keys(*a)) or decided[-1])
+    q, k, _ = (torch.cat([x, x.flip(1) * 0.5]) for x in _qkv(100, 2, 3, 16, seed=41, t_q=t_q))
+    c1 = compress_keys(k, 4, 2)
+    c2 = None if exact else compress_keys(k, 4 * C2_FACTOR, 2 * C2_FACTOR)
+    scores = {}
+    for tma in (True, False):
+        monkeypatch.setattr(select, "TMA_KEYS", tma)
+        scores[tma] = select.block_scores(q, c1, c2, 100, 8, 4, 2, 0.25, exact, direct=True)
+    assert decided[0] and not decided[-1]
+    assert c1.shape[1] % 16 and (scores[True] > 0).any()
+    # only the candidates are written: the rest keeps the NaN poison of fresh buffers, in both
+    torch.testing.assert_close(scores[True], scores[False], rtol=0, atol=0, equal_nan=True)
+
+
 def test_tracing_sees_the_custom_ops():
     """Calls that would launch directly in eager mode (no autograd) still trace as the custom ops under make_fx
     (a dispatch mode): a trace must never bake in a launch."""

@@ -35,8 +35,9 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op
+from triton.tools.tensor_descriptor import TensorDescriptor
 
-from mixarch.kernels.triton import cdiv, eager, launcher, pow2
+from mixarch.kernels.triton import cdiv, eager, interpreting, launcher, pow2
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
     as_fp32,
@@ -67,10 +68,27 @@ def _load_rows(ptr, rows, row_ok, D: tl.constexpr, BD: tl.constexpr, UPCAST: tl.
 
 
 @triton.jit
-def _lse_kernel(q_ptr, c_ptr, m_ptr, l_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES,
+def _key_tile(c_ptr, c_desc, i_b, i_h, t, N_C, HKV: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+              BN: tl.constexpr, UPCAST: tl.constexpr, TMA: tl.constexpr):
+    """Compressed keys ``t * BN ..`` of KV head ``i_h`` as a ``[BN, BD]`` tile, zeros past ``N_C``; with ``TMA``
+    one load through the ``[1, BN, D]`` block descriptor of the keys viewed as ``[B, N_C, Hkv * D]`` (rows past
+    ``N_C`` are out of bounds: zeros, as the masked loads give)."""
+    if TMA:
+        c = tl.reshape(c_desc.load([i_b, tl.full([], 0, tl.int32) + t * BN, (i_h * D).to(tl.int32)]), (BN, BD))
+        if UPCAST:
+            c = c.to(tl.float32)
+        return c
+    else:
+        j = t * BN + tl.arange(0, BN)
+        return _load_rows(c_ptr, (i_b * N_C + j) * HKV + i_h, j < N_C, D, BD, UPCAST)
+
+
+@triton.jit
+def _lse_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES,
                 HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
                 D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
-                NSPLIT: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
+                NSPLIT: tl.constexpr, TMA: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
+                PDL: tl.constexpr):
     """Partial (max, sum of exp2) of ``q . c * qk_scale`` over the visible keys of split ``program_id(1)``."""
     if PDL:
         pdl_handoff()
@@ -91,7 +109,7 @@ def _lse_kernel(q_ptr, c_ptr, m_ptr, l_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES
     acc = tl.zeros([BQ * GP], tl.float32)
     for t in range(t_lo, t_hi):
         j = t * BN + tl.arange(0, BN)
-        c = _load_rows(c_ptr, (i_b * N_C + j) * HKV + i_h, j < N_C, D, BD, UPCAST)
+        c = _key_tile(c_ptr, c_desc, i_b, i_h, t, N_C, HKV, D, BD, BN, UPCAST, TMA)
         s = tl.dot(q, tl.trans(c), input_precision=PREC) * qk_scale
         s = tl.where(j[None, :] < nvis[:, None], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
@@ -104,11 +122,11 @@ def _lse_kernel(q_ptr, c_ptr, m_ptr, l_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES
 
 
 @triton.jit
-def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, N_NORM, NB, SPLIT_TILES,
+def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, N_NORM, NB, SPLIT_TILES,
                   HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
                   D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
                   R: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, NSPLIT_L: tl.constexpr,
-                  APPROX: tl.constexpr, WIN2: tl.constexpr, STRIDE2: tl.constexpr,
+                  APPROX: tl.constexpr, WIN2: tl.constexpr, STRIDE2: tl.constexpr, TMA: tl.constexpr,
                   UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
     """Block scores (group-summed, max-pooled, not forced) of the candidate blocks of split ``program_id(1)``."""
     if PDL:
@@ -141,7 +159,7 @@ def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, 
         l1 = tl.zeros([BQ * GP], tl.float32)
         for t in range(0, tl.cdiv(n_fb, BN)):
             j = t * BN + tl.arange(0, BN)
-            c = _load_rows(c_ptr, (i_b * N_C + j) * HKV + i_h, j < N_C, D, BD, UPCAST)
+            c = _key_tile(c_ptr, c_desc, i_b, i_h, t, N_C, HKV, D, BD, BN, UPCAST, TMA)
             s = tl.dot(q, tl.trans(c), input_precision=PREC) * qk_scale
             s = tl.where(j[None, :] < nvis[:, None], s, float("-inf"))
             m_new = tl.maximum(m1, tl.max(s, 1))
@@ -164,7 +182,7 @@ def _score_kernel(q_ptr, c_ptr, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, 
     carry = tl.full([BQ], float("-inf"), tl.float32)
     for t in range(tl.maximum(t_lo - 1, 0), t_hi):
         j = t * BN + tl.arange(0, BN)
-        c = _load_rows(c_ptr, (i_b * N_C + j) * HKV + i_h, j < N_C, D, BD, UPCAST)
+        c = _key_tile(c_ptr, c_desc, i_b, i_h, t, N_C, HKV, D, BD, BN, UPCAST, TMA)
         s = tl.dot(q, tl.trans(c), input_precision=PREC) * qk_scale
         p = tl.where(row_ok[:, None] & (j[None, :] < nvis[:, None]), tl.exp2(s - lse[:, None]), 0.0)
         score = tl.sum(tl.reshape(p, (BQ, GP, BN)), 1)
@@ -260,7 +278,21 @@ def infllm_v2_select_op(q: torch.Tensor, compressed_k: torch.Tensor, compressed_
 
 def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel_stride, init_blocks, local_blocks,
             topk, scale, exact_normalizer, *, direct: bool) -> torch.Tensor:
-    """The selection's launches (``direct``: see :func:`~mixarch.kernels.triton.infllm_v2.common.launcher`)."""
+    """The selection's launches (``direct``: see :func:`~mixarch.kernels.triton.launcher`)."""
+    b, t_q = q.shape[:2]
+    out = torch.empty((b, compressed_k.shape[2], t_q, topk), dtype=torch.int64, device=q.device)
+    if t_q == 0 or b == 0:
+        return out
+    scores = block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel_stride, scale,
+                          exact_normalizer, direct=direct)
+    return topk_blocks(scores, out, t_k, block_size, init_blocks, local_blocks, direct=direct)
+
+
+def block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel_stride, scale,
+                 exact_normalizer, *, direct: bool) -> torch.Tensor:
+    """Launches 1 and 2 of the module doc: the unforced block scores ``[B*Hkv, Tq, nb]`` (fp32; only the
+    candidates ``b <= b_t`` written) of ``q`` ``[B, Tq, Hq, D]`` (``Tq >= 1``), the last ``Tq`` of ``t_k``
+    positions."""
     b, t_q, hq, d = q.shape
     n1, hkv = compressed_k.shape[1], compressed_k.shape[2]
     g = hq // hkv
@@ -274,9 +306,6 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     r, tail = block_size // kernel_stride, kernel_size // kernel_stride - 1
     qk_scale = scale * LOG2E
     dev = q.device
-    out = torch.empty((b, hkv, t_q, topk), dtype=torch.int64, device=dev)
-    if t_q == 0 or b == 0:
-        return out
     cuda = dev.type == "cuda"
     pdl = pdl_enabled(dev, direct)
     bq = _query_tile(t_q, gp, STAGE1["rows"] if cuda else 16)
@@ -296,22 +325,47 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     nsplit_l = min(pow2(cdiv(2 * num_sms(dev), n_q * b * hkv)), pow2(norm_tiles), 64)
     m_part = torch.empty((b * hkv, nsplit_l, t_q, gp), dtype=torch.float32, device=dev)
     l_part = torch.empty_like(m_part)
+    c_norm = c2 if approx else c1
+    tma = _tma_keys(c_norm, d, bd, direct) and _tma_keys(c1, d, bd, direct)
     launcher(_lse_kernel, direct)[(n_q, nsplit_l, b * hkv)](
-        q, c2 if approx else c1, m_part, l_part, qk_scale, t_q, t_k, n_norm, cdiv(norm_tiles, nsplit_l),
-        WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, **common, **launch(warps, stages, pdl=pdl))
+        q, c_norm, _key_descriptor(c_norm, bn, tma), m_part, l_part, qk_scale, t_q, t_k, n_norm,
+        cdiv(norm_tiles, nsplit_l), WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, TMA=tma, **common,
+        **launch(warps, stages, pdl=pdl))
 
     # 2. block scores of the candidate blocks, blocks split like the keys above
     scores = torch.empty((b * hkv, t_q, nb), dtype=torch.float32, device=dev)
     score_tiles = cdiv(nb * r, bn)
     nsplit_s = min(cdiv(2 * num_sms(dev), n_q * b * hkv), score_tiles)
     launcher(_score_kernel, direct)[(n_q, nsplit_s, b * hkv)](
-        q, c1, m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s),
-        WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l,
-        APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride, **common,
-        **launch(warps, stages, pdl=pdl))
+        q, c1, _key_descriptor(c1, bn, tma), m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb,
+        cdiv(score_tiles, nsplit_s), WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size,
+        NSPLIT_L=nsplit_l, APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride,
+        TMA=tma, **common, **launch(warps, stages, pdl=pdl))
+    return scores
 
-    # 3. forcing + top-k
-    return topk_blocks(scores, out, t_k, block_size, init_blocks, local_blocks, direct=direct)
+
+#: the stage-1 kernels' compressed-key tiles by TMA where :func:`_tma_keys` allows it: the same tiles (rows past
+#: the keys read as zeros either way), so the same scores bit for bit
+TMA_KEYS = True
+
+
+def _tma_keys(c: torch.Tensor, d: int, bd: int, direct: bool) -> bool:
+    """Whether the stage-1 kernels load the compressed keys ``c`` by TMA: direct launches only (traced calls keep
+    per-thread loads, as stage 2's gathers), an unpadded head dimension, contiguous and 16-byte aligned keys, on
+    a GPU with TMA (compute capability 9 or more) or the interpreter."""
+    if not (TMA_KEYS and direct and d == bd and c.is_contiguous()
+            and c.storage_offset() * c.element_size() % 16 == 0):
+        return False
+    return interpreting() or (c.is_cuda and torch.cuda.get_device_capability(c.device)[0] >= 9)
+
+
+def _key_descriptor(c: torch.Tensor, bn: int, tma: bool):
+    """The ``[1, bn, D]`` block descriptor of ``c`` ``[B, N, Hkv, D]`` viewed as ``[B, N, Hkv * D]`` with
+    ``tma``, else ``c`` itself (unused by the kernels)."""
+    if not tma:
+        return c
+    b, n, hkv, d = c.shape
+    return TensorDescriptor.from_tensor(c.view(b, n, hkv * d), [1, bn, d])
 
 
 def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: int, init_blocks: int,
