@@ -8,7 +8,9 @@ order, ``-1`` = none; query head ``h`` uses KV group ``h // G``), plus the force
 Forward, prefill (a ``[TOKS * GP, D]`` tile needs at least 16 rows):
 - ``_window_kernel``: the forced blocks (init + local window) are the same for all queries of a block, so they
   run as dense tiles of ``TOKS`` consecutive queries x the ``G`` heads of a KV group (:data:`WINDOW_ROWS`), flash-attention
-  style, causal in the queries' own block only; writes a partial ``o`` (fp32) and log2-sum-exp.
+  style, causal in the queries' own block only; writes a partial ``o`` (fp32) and log2-sum-exp. The blocks
+  before the own one come by TMA for eager calls where :func:`_tma_window` allows it (:data:`TMA_WINDOW`; the
+  same tiles in the same order as the per-thread loads, so the same result).
 - ``_fwd_kernel``: one program per (query, KV head); the ``G`` query heads are one ``[G, D]`` tile (padded to
   16 rows for ``tl.dot``). It starts from the window's partial result and gathers the free blocks: for each it
   loads the ``[block, D]`` key and value tiles once for all ``G`` heads, masks the keys after the query, and
