@@ -35,15 +35,16 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op
-from triton.tools.tensor_descriptor import TensorDescriptor
 
-from mixarch.kernels.triton import cdiv, eager, interpreting, launcher, pow2
+from mixarch.kernels.triton import cdiv, eager, launcher, pow2
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
     as_fp32,
     dot_args,
     launch,
     num_sms,
+    row_descriptor,
+    tma_ready,
 )
 from mixarch.kernels.triton.pdl import pdl_enabled, pdl_handoff
 from mixarch.ops.infllm_v2.compress import C2_FACTOR
@@ -351,21 +352,14 @@ TMA_KEYS = True
 
 def _tma_keys(c: torch.Tensor, d: int, bd: int, direct: bool) -> bool:
     """Whether the stage-1 kernels load the compressed keys ``c`` by TMA: direct launches only (traced calls keep
-    per-thread loads, as stage 2's gathers), an unpadded head dimension, contiguous and 16-byte aligned keys, on
-    a GPU with TMA (compute capability 9 or more) or the interpreter."""
-    if not (TMA_KEYS and direct and d == bd and c.is_contiguous()
-            and c.storage_offset() * c.element_size() % 16 == 0):
-        return False
-    return interpreting() or (c.is_cuda and torch.cuda.get_device_capability(c.device)[0] >= 9)
+    per-thread loads, as stage 2's gathers), an unpadded head dimension, and :func:`tma_ready` keys."""
+    return TMA_KEYS and direct and d == bd and tma_ready(c)
 
 
 def _key_descriptor(c: torch.Tensor, bn: int, tma: bool):
-    """The ``[1, bn, D]`` block descriptor of ``c`` ``[B, N, Hkv, D]`` viewed as ``[B, N, Hkv * D]`` with
-    ``tma``, else ``c`` itself (unused by the kernels)."""
-    if not tma:
-        return c
-    b, n, hkv, d = c.shape
-    return TensorDescriptor.from_tensor(c.view(b, n, hkv * d), [1, bn, d])
+    """:func:`row_descriptor` of ``c`` ``[B, N, Hkv, D]`` for ``bn``-key tiles with ``tma``, else ``c`` itself
+    (unused by the kernels)."""
+    return row_descriptor(c, bn) if tma else c
 
 
 def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: int, init_blocks: int,

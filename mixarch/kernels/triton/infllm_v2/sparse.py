@@ -50,15 +50,16 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op
-from triton.tools.tensor_descriptor import TensorDescriptor
 
-from mixarch.kernels.triton import cdiv, eager, interpreting, launcher, pow2
+from mixarch.kernels.triton import cdiv, eager, launcher, pow2
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
     as_fp32,
     dot_args,
     launch,
     num_sms,
+    row_descriptor,
+    tma_ready,
 )
 from mixarch.kernels.triton.pdl import pdl_enabled, pdl_handoff
 from mixarch.ops.infllm_v2.attention import check_forcing, forced_blocks, with_forced_blocks
@@ -588,13 +589,9 @@ TMA_WINDOW = True
 
 
 def _tma_loads(geo: dict, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """Whether key / value tiles can come by TMA: unpadded power-of-two tiles of contiguous, 16-byte aligned keys
-    and values, on a GPU with TMA (compute capability 9 or more) or the interpreter."""
-    if (geo["D"], geo["DV"], geo["BS"]) != (geo["BD"], geo["BDV"], geo["BSP"]):
-        return False
-    if not all(t.is_contiguous() and t.storage_offset() * t.element_size() % 16 == 0 for t in (k, v)):
-        return False
-    return interpreting() or (k.is_cuda and torch.cuda.get_device_capability(k.device)[0] >= 9)
+    """Whether key / value tiles can come by TMA: unpadded power-of-two tiles of :func:`tma_ready` keys and
+    values."""
+    return (geo["D"], geo["DV"], geo["BS"]) == (geo["BD"], geo["BDV"], geo["BSP"]) and tma_ready(k, v)
 
 
 def _tma_window(geo: dict, k: torch.Tensor, v: torch.Tensor, direct: bool) -> bool:
@@ -617,14 +614,11 @@ def _tma_gathers(geo: dict, k: torch.Tensor, v: torch.Tensor, window: bool, loca
 
 
 def _kv_descriptors(k: torch.Tensor, v: torch.Tensor, geo: dict, tma: bool, blocks: int = 1) -> tuple:
-    """``(k_desc, v_desc)``: ``[1, blocks * BSP, BD]`` block descriptors of ``k`` / ``v`` viewed as
-    ``[B, Tk, Hkv * D]`` with ``tma``, else ``k`` and ``v`` themselves (unused by the kernels)."""
+    """``(k_desc, v_desc)``: :func:`row_descriptor` of ``k`` / ``v`` for tiles of ``blocks`` blocks with ``tma``
+    (which needs ``D == BD``, ``DV == BDV``), else ``k`` and ``v`` themselves (unused by the kernels)."""
     if not tma:
         return k, v
-    b, t_k, hkv = k.shape[:3]
-    rows = blocks * geo["BSP"]
-    return (TensorDescriptor.from_tensor(k.view(b, t_k, hkv * geo["D"]), [1, rows, geo["BD"]]),
-            TensorDescriptor.from_tensor(v.view(b, t_k, hkv * geo["DV"]), [1, rows, geo["BDV"]]))
+    return row_descriptor(k, blocks * geo["BSP"]), row_descriptor(v, blocks * geo["BSP"])
 
 
 def _window_rows(geo: dict, block_size: int, on_cuda: bool, kernel: str) -> int:
