@@ -15,7 +15,7 @@
 # lightning / infllm: bench/lightning.py (128K first) and bench/infllm_v2.py. fla autotunes dozens of configs per
 #        kernel at its first call, compiled one after another (minutes on a fresh machine), so lightning runs
 #        without fla unless WITH_FLA=1, which first compiles them in 14 processes (bench/fla_precompile.py, ~80 s).
-# sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K).
+# sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K; SWEEP_ROWS="0 11" picks rows).
 # infllm_profile: bench/infllm_v2_profile.py --sweep (per-kernel profile, backward launch variants, decode, eager host time).
 # pdl:   bench/pdl_ab.py (programmatic dependent launch on and off: decode step, layer forward).
 # ab:    bench/decode_split_sweep.py (decode stage 2: programs per split) and bench/window_ab.py (stage 2: blocks per
@@ -56,7 +56,7 @@ for s in "${steps[@]}"; do
                    fi
                    step lightning 290 python3 bench/lightning.py "${fla[@]}" --lengths 131072 65536 32768 16384 4096 \
                        --out "$OUT/lightning.md" ;;
-        sweep) step sweep 240 python3 bench/lightning_sweep.py ;;
+        sweep) step sweep 240 python3 bench/lightning_sweep.py ${SWEEP_ROWS:+--rows $SWEEP_ROWS} ;;
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
         infllm_profile) step infllm_profile 240 python3 bench/infllm_v2_profile.py --sweep ;;
         pdl) step pdl 150 python3 bench/pdl_ab.py ;;

@@ -25,21 +25,26 @@ from mixarch.testing.compare import rel_rmse
 H, D = 32, 128
 KERNELS = ("_segment_state", "_chunk_fwd", "_chunk_bwd_dq", "_chunk_bwd_dk", "_chunk_bwd_dv")
 # (state tile, chunk warps, chunk stages, _segment_state warps, its stages, segment or None for the default,
-#  chunk length)
+#  chunk length[, register cap of the chunk kernels (Triton's ``maxnreg``)])
 VARIANTS = [(64, 4, 2, 8, 2, None, 64),  # the committed configuration
             (64, 8, 3, 8, 2, None, 64), (128, 8, 2, 8, 2, None, 64), (64, 4, 3, 8, 2, None, 64),
             # narrower state slices (more CTAs per SM, q k^T recomputed per slice), a shorter segment
             (32, 4, 2, 8, 2, None, 64), (32, 2, 2, 8, 2, None, 64), (64, 4, 2, 8, 2, 1024, 64),
             # other chunk lengths: 32 (less intra-chunk work, smaller dots), 128 (larger dots, more work)
-            (64, 4, 2, 8, 2, None, 32), (128, 8, 2, 8, 2, None, 32), (64, 8, 2, 8, 2, None, 128)]
+            (64, 4, 2, 8, 2, None, 32), (128, 8, 2, 8, 2, None, 32), (64, 8, 2, 8, 2, None, 128),
+            # three programs per multiprocessor: 1 stage (57 KB of shared memory) and at most 168 registers
+            (64, 4, 1, 8, 2, None, 64), (64, 4, 1, 8, 2, None, 64, 168), (64, 4, 2, 8, 2, None, 64, 168)]
 
 
-def configure(tile: int, warps: int, stages: int, seg_warps: int, seg_stages: int, chunk: int) -> None:
+def configure(tile: int, warps: int, stages: int, seg_warps: int, seg_stages: int, chunk: int,
+              maxnreg: int | None = None) -> None:
     C.STATE_TILE, C.CHUNK = tile, chunk
     for name in KERNELS:
         tuner = getattr(C, name)
-        w, s = (seg_warps, seg_stages) if name == "_segment_state" else (warps, stages)
-        tuner.configs = [triton.Config({}, num_warps=w, num_stages=s)]
+        if name == "_segment_state":
+            tuner.configs = [triton.Config({}, num_warps=seg_warps, num_stages=seg_stages)]
+        else:
+            tuner.configs = [triton.Config({}, num_warps=warps, num_stages=stages, maxnreg=maxnreg)]
         tuner.cache.clear()
 
 
@@ -76,7 +81,10 @@ def registers(warps: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--t", type=int, default=131072, help="timed sequence length (default 128K)")
+    parser.add_argument("--rows", type=int, nargs="*", help="run only these rows of VARIANTS (0 = committed)")
     args = parser.parse_args()
+    if args.rows and not all(0 <= r < len(VARIANTS) for r in args.rows):
+        parser.error(f"--rows: expected row numbers from 0 to {len(VARIANTS) - 1}")
     if not torch.cuda.is_available():
         raise SystemExit("bench/lightning_sweep.py needs a CUDA GPU")
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -88,22 +96,25 @@ def main() -> None:
     big = [torch.randn(1, args.t, H, D, device="cuda", generator=gen).bfloat16() for _ in range(4)]
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; T={args.t}; "
           f"the committed configuration is 64 wide, chunk 64, 4 x 2 / 8 x 2 (the first row)")
-    print("| state tile | chunk | warps x stages (chunk / segment state) | segment | fwd ms | segment states ms | "
-          "bwd ms | fwd+bwd ms | rel. RMSE o, dq, dk, dv | registers/spills |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for tile, warps, stages, seg_warps, seg_stages, segment, chunk in VARIANTS:
+    print("| state tile | chunk | warps x stages (chunk / segment state) | register cap | segment | fwd ms | "
+          "segment states ms | bwd ms | fwd+bwd ms | rel. RMSE o, dq, dk, dv | registers/spills |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in args.rows or range(len(VARIANTS)):
+        tile, warps, stages, seg_warps, seg_stages, segment, chunk, *cap = VARIANTS[row]
+        maxnreg = cap[0] if cap else None
         start = time.time()
         try:
-            configure(tile, warps, stages, seg_warps, seg_stages, chunk)
+            configure(tile, warps, stages, seg_warps, seg_stages, chunk, maxnreg)
             errs = [rel_rmse(r, x.float()) for r, x in zip(ref, fwd_bwd(*small, decay, C.segment_size(4096, H, chunk)))]
             seg = segment or C.segment_size(args.t, H, chunk)
             fwd, states, bwd = timings(*big, decay, seg)
-            print(f"| [128, {tile}] | {chunk} | {warps} x {stages} / {seg_warps} x {seg_stages} | {seg} | {fwd:.3f} | "
+            print(f"| [128, {tile}] | {chunk} | {warps} x {stages} / {seg_warps} x {seg_stages} | {maxnreg or '-'} | "
+                  f"{seg} | {fwd:.3f} | "
                   f"{states:.3f} | {bwd:.3f} | {fwd + bwd:.3f} | {', '.join(f'{e:.1e}' for e in errs)} | "
                   f"{registers(warps)} |", flush=True)
         except Exception as err:  # one variant failing to compile or run must not end the sweep
-            print(f"| [128, {tile}] | {chunk} | {warps} x {stages} / {seg_warps} x {seg_stages} | {segment} | failed: "
-                  f"{type(err).__name__}: {str(err).splitlines()[0][:120]} | | | | | |", flush=True)
+            print(f"| [128, {tile}] | {chunk} | {warps} x {stages} / {seg_warps} x {seg_stages} | {maxnreg or '-'} | "
+                  f"{segment} | failed: {type(err).__name__}: {str(err).splitlines()[0][:120]} | | | | | |", flush=True)
         finally:
             torch.cuda.empty_cache()
         print(f"  ({time.time() - start:.0f} s)", flush=True)
