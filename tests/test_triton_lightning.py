@@ -229,3 +229,55 @@ def test_tracing_sees_the_custom_ops():
     op.lightning_attention(q, k, v, decay)  # validates decay's values once (a host read, not traceable)
     code = make_fx(loss)(q, k, v).code
     assert "triton_lightning_fwd" in code and "triton_lightning_bwd" in code, code
+
+
+def test_gluon_sweep_is_taken_only_where_it_was_written_for(monkeypatch):
+    """The Gluon sweep needs a Hopper GPU, direct launches, long inputs, 16-bit inputs, Dk = 128 and Dv a
+    multiple of 64; everything else (the interpreter, short inputs, fp32, other head dims, other chunks) stays on
+    ``_chunk_fwd``."""
+    from mixarch.kernels.triton.lightning import chunk, gluon_sweep
+
+    q, k, v, _, _ = _inputs(1, CHUNK + 3, 2, 128, 64, 1, seed=91, dtype=torch.bfloat16 if CUDA else torch.float32)
+    tile = chunk._tile(64, chunk.STATE_TILE)
+    assert not gluon_sweep.ready(q, k, v, CHUNK, tile)  # 134 token-heads: short
+    monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)
+    hopper = CUDA and torch.cuda.get_device_capability()[0] == 9 and gluon_sweep.gluon is not None
+    assert gluon_sweep.ready(q, k, v, CHUNK, tile) == (hopper and os.environ.get("TRITON_INTERPRET") != "1")
+    assert not gluon_sweep.ready(q.float(), k.float(), v.float(), CHUNK, tile)
+    assert not gluon_sweep.ready(q[..., :64].contiguous(), k[..., :64].contiguous(), v, CHUNK, tile)
+    assert not gluon_sweep.ready(q, k, v, CHUNK // 2, tile)
+
+
+@pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
+@pytest.mark.parametrize("dv", [64, 128])
+@pytest.mark.parametrize("case", ["dense", "varlen"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv):
+    """On a Hopper GPU the Gluon sweep gives ``_chunk_fwd``'s o bit for bit (same tiles, same matmuls), with
+    partial chunks and segments, batches, packed sequences (empty and length-1 ones) and initial states; and o
+    matches the fp64 reference."""
+    from mixarch.kernels.triton.lightning import chunk, gluon_sweep
+
+    if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
+        pytest.skip("the Gluon sweep is for compute capability 9.x with Gluon available")
+    h, scale = 3, 0.3
+    if case == "dense":
+        b, lengths = 2, None
+        t = 5 * CHUNK + 17
+    else:
+        b, lengths = 1, [1, 0, 3 * CHUNK + 5, CHUNK, 2 * CHUNK - 1, 1]
+        t = sum(lengths)
+    cu = None if lengths is None else cu_seqlens_from(lengths).to(DEVICE)
+    q, k, v, decay, h0 = _inputs(b, t, h, 128, dv, b if cu is None else len(lengths), seed=t + dv, dtype=dtype,
+                                 strength=0.5)
+    monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)  # these shapes are short
+    outs = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(gluon_sweep, "ENABLED", enabled)
+        assert gluon_sweep.ready(q, k, v, CHUNK, chunk._tile(dv, chunk.STATE_TILE)) == enabled
+        outs[enabled] = chunk_fwd(q, k, v, decay, h0, cu, scale, CHUNK, 2 * CHUNK, direct=True)
+    for name, got, want in zip(("o", "final state"), outs[True], outs[False]):  # (entering states: one code path)
+        assert torch.equal(got, want), name
+    ro = naive_lightning_attention(q.double(), k.double(), v.double(), decay, scale=scale,
+                                   initial_state=h0.double(), cu_seqlens=cu)[0]
+    _check("o", ro, outs[True][0], dtype)

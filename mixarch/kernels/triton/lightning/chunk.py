@@ -10,7 +10,8 @@ are neighbouring programs, so they share their q/k/v loads through L2. Forward:
    ``E_{j+1} = lambda^len_j E_j + L_j`` from ``initial_state``, and the final state (one state per segment).
 3. :func:`_chunk_fwd`: per segment, chunk by chunk: ``o = ((q k^T) * D) v + scale lambda^(r+1) q S`` with
    ``D_rc = scale lambda^(r-c)`` (r >= c), then ``S = lambda^L S + k^T (lambda^(L-1-c) v)`` (reads q, k, v;
-   writes o).
+   writes o). On Hopper GPUs, direct launches take the same sweep written in Gluon
+   (:mod:`.gluon_sweep`), which keeps a chunk's independent matmuls in flight together.
 
 Backward mirrors it: ``R_j = scale sum_r lambda^(r+1) q_r^T do_r`` per segment (reads q, do), a reverse scan
 from the final state's gradient (ends in ``dh0``), then :func:`_chunk_bwd_dq` (forward sweep from the saved
@@ -33,6 +34,7 @@ import triton
 import triton.language as tl
 
 from mixarch.kernels.triton import cdiv, interpreting, launcher, pow2
+from mixarch.kernels.triton.lightning import gluon_sweep
 
 LOG2E = tl.constexpr(1.4426950408889634)
 CHUNK = 16 if interpreting() else 64  # tokens per chunk (the interpreter: small, to exercise many chunks)
@@ -410,6 +412,8 @@ def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
     dv = v.shape[-1]
     lay = make_layout(b, t, cu_seqlens, segment)
     enter, final = _states(lay, k, v, decay, initial_state, scale, chunk, reverse=False, direct=direct)
+    if direct and gluon_sweep.ready(q, k, v, chunk, _tile(dv, STATE_TILE)):
+        return gluon_sweep.sweep(q, k, v, decay, enter, lay, scale), final, enter
     o = torch.empty(b, t, h, dv, dtype=q.dtype, device=q.device)
     launcher(_chunk_fwd, direct)[_grid(dv, lay, h)](
         q, k, v, decay, enter, o, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DK=dk, DV=dv,
