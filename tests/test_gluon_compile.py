@@ -1,0 +1,63 @@
+"""The Gluon Lightning sweep (``mixarch.kernels.triton.lightning.gluon_sweep``) compiles for sm_90 on any machine.
+
+Gluon has no interpreter, so on a CPU its kernel never runs; this compiles it to PTX for a Hopper target (in a
+subprocess without ``TRITON_INTERPRET``) for each variant the forward launches, so that an API change of Gluon or an
+edit of the kernel fails in CI rather than first on a GPU. It also checks what the kernel is for: a chunk's
+matmuls are waited on with one still in flight (``wgmma.wait_group 1``), and the shared memory leaves room for two
+programs per multiprocessor. (Its results are tested on GPUs: ``tests/test_triton_lightning.py``.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = r'''
+import json, sys
+from triton.backends.compiler import GPUTarget
+import triton
+from triton.experimental.gluon._runtime import GluonASTSource
+from triton.experimental.gluon import language as gl
+import mixarch.kernels.triton.lightning.gluon_sweep as G
+
+out = {}
+for name, dtype, varlen in (("bf16", gl.bfloat16, False), ("bf16 varlen", gl.bfloat16, True), ("fp16", gl.float16, False)):
+    tn = "bf16" if dtype == gl.bfloat16 else "fp16"
+    box_qk = gl.NVMMASharedLayout.get_default_for([G.CHUNK, 128], dtype)
+    box_v = gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.TILE], dtype)
+    sig = {"q_desc": f"tensordesc<{tn}[{G.CHUNK},128],{box_qk!r}>", "k_desc": f"tensordesc<{tn}[{G.CHUNK},128],{box_qk!r}>",
+           "v_desc": f"tensordesc<{tn}[{G.CHUNK},{G.TILE}],{box_v!r}>", "decay": "*fp32", "enter": "*fp32",
+           "o_ptr": f"*{tn}", "slot_start": "*i32", "slot_len": "*i32", "T": "i32", "NSEG": "i32", "SEG": "i32",
+           "scale": "fp32"}
+    consts = dict(H=32, DK=128, DV=128, TV=G.TILE, C=G.CHUNK, STAGES=G.STAGES,
+                  S_LAYOUT=gl.NVMMASharedLayout.get_default_for([128, G.TILE], dtype), VW_LAYOUT=box_v,
+                  VARLEN=varlen, num_warps=4)
+    if not varlen:
+        consts.update(slot_start=None, slot_len=None)
+    for key in consts:
+        sig[key] = "constexpr"
+    names = G._sweep.arg_names
+    src = GluonASTSource(G._sweep, sig, constexprs={(names.index(k),): v for k, v in consts.items()})
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+    ptx = kernel.asm["ptx"]
+    out[name] = dict(shared=kernel.metadata.shared, overlapped="wgmma.wait_group.sync.aligned 1;" in ptx,
+                     wgmma=ptx.count("wgmma.mma_async"))
+print(json.dumps(out))
+'''
+
+
+def test_gluon_sweep_compiles_for_hopper():
+    pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(results) == {"bf16", "bf16 varlen", "fp16"}
+    for name, got in results.items():
+        assert got["overlapped"], f"{name}: no wgmma wait with one group in flight"
+        assert got["wgmma"] > 0, name
+        assert 2 * (got["shared"] + 1024) <= 228 * 1024, f"{name}: {got['shared']} bytes of shared memory"
