@@ -248,6 +248,33 @@ def test_gluon_sweep_is_taken_only_where_it_was_written_for(monkeypatch):
     assert not gluon_sweep.ready(q, k, v, CHUNK // 2, tile)
 
 
+def test_gluon_sweep_that_does_not_compile_falls_back_with_a_warning(monkeypatch):
+    """A Triton whose Gluon cannot compile the sweep (an API change) gets the Triton sweep, the same outputs, a
+    warning naming the Triton version, and no second attempt."""
+    from triton.compiler.errors import CompilationError
+
+    from mixarch.kernels.triton.lightning import gluon_sweep
+
+    q, k, v, decay, h0 = _inputs(1, CHUNK + 5, 2, 16, 16, 1, seed=97)
+    want = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise CompilationError("def _sweep(): ...", None, "unsupported layout")
+
+    monkeypatch.setattr(gluon_sweep, "ENABLED", True)
+    monkeypatch.setattr(gluon_sweep, "ready", lambda *args: gluon_sweep.ENABLED)
+    monkeypatch.setattr(gluon_sweep, "sweep", broken)
+    with pytest.warns(RuntimeWarning, match="does not compile with Triton .*unsupported layout"):
+        got = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    assert not gluon_sweep.ENABLED
+    again = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    assert len(calls) == 1
+    for name, a, b, c in zip(("o", "final state", "entering states"), want, got, again):
+        assert torch.equal(a, b) and torch.equal(a, c), name
+
+
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
 @pytest.mark.parametrize("dv", [64, 128])
 @pytest.mark.parametrize("case", ["dense", "varlen"])

@@ -413,7 +413,9 @@ def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
     lay = make_layout(b, t, cu_seqlens, segment)
     enter, final = _states(lay, k, v, decay, initial_state, scale, chunk, reverse=False, direct=direct)
     if direct and gluon_sweep.ready(q, k, v, chunk, _tile(dv, STATE_TILE)):
-        return gluon_sweep.sweep(q, k, v, decay, enter, lay, scale), final, enter
+        o = gluon_sweep.try_sweep(q, k, v, decay, enter, lay, scale)
+        if o is not None:
+            return o, final, enter
     o = torch.empty(b, t, h, dv, dtype=q.dtype, device=q.device)
     launcher(_chunk_fwd, direct)[_grid(dv, lay, h)](
         q, k, v, decay, enter, o, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DK=dk, DV=dv,

@@ -19,7 +19,11 @@ traced one, takes ``_chunk_fwd``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import triton
+from triton.compiler.errors import CompilationError
 
 from mixarch.kernels.triton import interpreting
 
@@ -211,3 +215,19 @@ def sweep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor
         S_LAYOUT=gl.NVMMASharedLayout.get_default_for([dk, TILE], dt), VW_LAYOUT=box_v,
         VARLEN=layout.varlen, num_warps=4)
     return o
+
+
+def try_sweep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor, layout,
+              scale: float) -> torch.Tensor | None:
+    """:func:`sweep`, or None where the installed Triton's Gluon cannot compile the kernel (Gluon is
+    experimental and changes between releases): then a warning says so, :data:`ENABLED` turns off and the
+    caller runs ``_chunk_fwd``."""
+    global ENABLED
+    try:
+        return sweep(q, k, v, decay, enter, layout, scale)
+    except CompilationError as err:
+        ENABLED = False
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        warnings.warn(f"mixarch: the Gluon Lightning sweep does not compile with Triton {triton.__version__} "
+                      f"({message}); the Triton sweep runs instead", RuntimeWarning, stacklevel=2)
+        return None
