@@ -61,3 +61,11 @@ def eager(*tensors: torch.Tensor | None) -> bool:
     wrapped = torch._C._functorch.is_functorch_wrapped_tensor
     return (not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
             and all(t is None or (type(t) is torch.Tensor and not wrapped(t)) for t in tensors))
+
+
+def tma_ready(*tensors: torch.Tensor) -> bool:
+    """Whether kernels can read ``tensors`` by TMA: each contiguous and 16-byte aligned, on a GPU with TMA
+    (compute capability 9 or more) or the interpreter."""
+    if not all(t.is_contiguous() and t.storage_offset() * t.element_size() % 16 == 0 for t in tensors):
+        return False
+    return interpreting() or all(t.is_cuda and torch.cuda.get_device_capability(t.device)[0] >= 9 for t in tensors)

@@ -43,14 +43,6 @@ def as_fp32(x):
     return (tl.zeros([], tl.float32) + x).to(tl.float32)
 
 
-def tma_ready(*tensors: torch.Tensor) -> bool:
-    """Whether the kernels can read ``tensors`` by TMA: each contiguous and 16-byte aligned, on a GPU with TMA
-    (compute capability 9 or more) or the interpreter."""
-    if not all(t.is_contiguous() and t.storage_offset() * t.element_size() % 16 == 0 for t in tensors):
-        return False
-    return interpreting() or all(t.is_cuda and torch.cuda.get_device_capability(t.device)[0] >= 9 for t in tensors)
-
-
 def row_descriptor(x: torch.Tensor, rows: int) -> TensorDescriptor:
     """The ``[1, rows, D]`` block descriptor of ``x`` ``[B, N, H, D]`` viewed as ``[B, N, H * D]``: a block is
     ``rows`` consecutive rows of one head (rows past ``N``, or before 0, read as zeros)."""

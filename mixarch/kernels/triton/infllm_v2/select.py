@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from mixarch.kernels.triton import cdiv, eager, launcher, pow2
+from mixarch.kernels.triton import cdiv, eager, launcher, pow2, tma_ready
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
     as_fp32,
@@ -44,7 +44,6 @@ from mixarch.kernels.triton.infllm_v2.common import (
     launch,
     num_sms,
     row_descriptor,
-    tma_ready,
 )
 from mixarch.kernels.triton.pdl import pdl_enabled, pdl_handoff
 from mixarch.ops.infllm_v2.compress import C2_FACTOR

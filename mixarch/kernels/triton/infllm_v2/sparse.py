@@ -51,7 +51,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from mixarch.kernels.triton import cdiv, eager, launcher, pow2
+from mixarch.kernels.triton import cdiv, eager, launcher, pow2, tma_ready
 from mixarch.kernels.triton.infllm_v2.common import (
     LOG2E,
     as_fp32,
@@ -59,7 +59,6 @@ from mixarch.kernels.triton.infllm_v2.common import (
     launch,
     num_sms,
     row_descriptor,
-    tma_ready,
 )
 from mixarch.kernels.triton.pdl import pdl_enabled, pdl_handoff
 from mixarch.ops.infllm_v2.attention import check_forcing, forced_blocks, with_forced_blocks

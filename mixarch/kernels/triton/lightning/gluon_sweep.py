@@ -25,7 +25,7 @@ import torch
 import triton
 from triton.compiler.errors import CompilationError
 
-from mixarch.kernels.triton import interpreting
+from mixarch.kernels.triton import interpreting, tma_ready
 
 try:  # Gluon is experimental: its absence (or a changed API) leaves the Triton sweep in place
     from triton.experimental import gluon
@@ -190,9 +190,7 @@ def ready(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, state_t
         return False
     if q.shape[-1] != 128 or v.shape[-1] % TILE:
         return False
-    if not all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in (q, k, v)):
-        return False
-    return torch.cuda.get_device_capability(q.device)[0] == 9
+    return tma_ready(q, k, v) and torch.cuda.get_device_capability(q.device)[0] == 9
 
 
 def sweep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor, layout,
