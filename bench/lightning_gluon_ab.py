@@ -5,7 +5,7 @@ process, on a Hopper GPU.
 
 B = 1, 32 heads of 128, bf16, T = 128K and 32K: do_bench medians (``bench/timing.py``) of the whole forward
 (segment states, scan, sweep) and of the sweep alone, the two variants alternating three times, and whether o is
-bit-identical between them.
+bit-identical between them; then the backward (dq, dk, dv sweeps in Gluon against the Triton kernels).
 """
 
 from __future__ import annotations
@@ -53,6 +53,24 @@ def ab(t: int, gen: torch.Generator) -> None:
             G.ENABLED = True
     print(f"T={t // 1024}K, forward / sweep alone, ms (o bit-identical: {torch.equal(outs[True], outs[False])}): "
           f"Gluon sweep {', '.join(times[True])}; Triton sweep {', '.join(times[False])}", flush=True)
+
+    do = torch.randn_like(v)
+
+    def bwd():
+        return C.chunk_bwd(q, k, v, decay, enter, do, None, None, scale, C.CHUNK, seg, direct=True)
+
+    grads, btimes = {}, {True: [], False: []}
+    for n in range(6):
+        gluon = n % 2 == 0
+        G.ENABLED = gluon
+        try:
+            grads.setdefault(gluon, bwd())
+            btimes[gluon].append(f"{time_ms(bwd, False):.3f}")
+        finally:
+            G.ENABLED = True
+    same = [torch.equal(a, b) for a, b in zip(grads[True][:3], grads[False][:3])]
+    print(f"T={t // 1024}K, backward ms (dq, dk, dv bit-identical: {same}): Gluon sweeps {', '.join(btimes[True])}; "
+          f"Triton {', '.join(btimes[False])}", flush=True)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Gluon has no interpreter, so on a CPU its kernel never runs; this compiles it to PTX for a Hopper target (in a
 subprocess without ``TRITON_INTERPRET``) for each variant the forward launches, so that an API change of Gluon or an
-edit of the kernel fails in CI rather than first on a GPU. It also checks what the kernel is for: a chunk's
+edit of the kernel fails in CI rather than first on a GPU (the forward, and the backward's dq / dk / dv sweeps). It also checks what the kernel is for: a chunk's
 matmuls are waited on with one still in flight (``wgmma.wait_group 1``), and the shared memory leaves room for two
 programs per multiprocessor. (Its results are tested on GPUs: ``tests/test_triton_lightning.py``.)
 """
@@ -25,7 +25,10 @@ from triton.experimental.gluon import language as gl
 import mixarch.kernels.triton.lightning.gluon_sweep as G
 
 out = {}
-for name, dtype, varlen in (("bf16", gl.bfloat16, False), ("bf16 varlen", gl.bfloat16, True), ("fp16", gl.float16, False)):
+VARIANTS = (("bf16", gl.bfloat16, False, False, False), ("bf16 varlen", gl.bfloat16, True, False, False),
+            ("fp16", gl.float16, False, False, False), ("dq", gl.bfloat16, False, False, True),
+            ("dk", gl.bfloat16, True, True, True), ("dv", gl.float16, False, True, False))
+for name, dtype, varlen, reverse, state_t in VARIANTS:
     tn = "bf16" if dtype == gl.bfloat16 else "fp16"
     box_qk = gl.NVMMASharedLayout.get_default_for([G.CHUNK, 128], dtype)
     box_v = gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.TILE], dtype)
@@ -35,7 +38,7 @@ for name, dtype, varlen in (("bf16", gl.bfloat16, False), ("bf16 varlen", gl.bfl
            "scale": "fp32"}
     consts = dict(H=32, DK=128, DV=128, TV=G.TILE, C=G.CHUNK, STAGES=G.STAGES,
                   S_LAYOUT=gl.NVMMASharedLayout.get_default_for([128, G.TILE], dtype), VW_LAYOUT=box_v,
-                  VARLEN=varlen, num_warps=4)
+                  VARLEN=varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4)
     if not varlen:
         consts.update(slot_start=None, slot_len=None)
     for key in consts:
@@ -56,7 +59,7 @@ def test_gluon_sweep_compiles_for_hopper():
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert set(results) == {"bf16", "bf16 varlen", "fp16"}
+    assert set(results) == {"bf16", "bf16 varlen", "fp16", "dq", "dk", "dv"}
     for name, got in results.items():
         assert got["overlapped"], f"{name}: no wgmma wait with one group in flight"
         assert got["wgmma"] > 0, name

@@ -308,3 +308,37 @@ def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv):
     ro = naive_lightning_attention(q.double(), k.double(), v.double(), decay, scale=scale,
                                    initial_state=h0.double(), cu_seqlens=cu)[0]
     _check("o", ro, outs[True][0], dtype)
+
+
+@pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
+@pytest.mark.parametrize("case", ["dense", "varlen"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case):
+    """On a Hopper GPU the Gluon sweeps of the backward (dq forward from the entering states; dk, dv backward
+    from the state gradients) give the Triton kernels' dq, dk, dv bit for bit, and match the fp64 reference."""
+    from mixarch.kernels.triton.lightning import gluon_sweep
+
+    if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
+        pytest.skip("the Gluon sweeps are for compute capability 9.x with Gluon available")
+    monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)
+    h, scale = 3, 0.3
+    lengths = None if case == "dense" else [1, 0, 3 * CHUNK + 5, CHUNK, 2 * CHUNK - 1, 1]
+    b, t = (2, 5 * CHUNK + 17) if lengths is None else (1, sum(lengths))
+    cu = None if lengths is None else cu_seqlens_from(lengths).to(DEVICE)
+    q, k, v, decay, h0 = _inputs(b, t, h, 128, 128, b if cu is None else len(lengths), seed=t + 7, dtype=dtype,
+                                 strength=0.5)
+    do = seeded_randn(v.shape, 17, device=DEVICE).to(dtype)
+    dht = seeded_randn(h0.shape, 18, device=DEVICE)
+    outs = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(gluon_sweep, "ENABLED", enabled)
+        enter = chunk_fwd(q, k, v, decay, h0, cu, scale, CHUNK, 2 * CHUNK, direct=True)[2]
+        outs[enabled] = chunk_bwd(q, k, v, decay, enter, do, dht, cu, scale, CHUNK, 2 * CHUNK, direct=True)
+    for name, got, want in zip(("dq", "dk", "dv", "dh0"), outs[True], outs[False]):
+        assert torch.equal(got, want), name
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v, h0)]
+    ro, rht = naive_lightning_attention(*leaves[:3], decay, scale=scale, initial_state=leaves[3],
+                                        output_final_state=True, cu_seqlens=cu)
+    rgrads = torch.autograd.grad((ro * do.double()).sum() + (rht * dht.double()).sum(), leaves)
+    for name, r, g in zip(("dq", "dk", "dv"), rgrads, outs[True]):
+        _check(name, r, g, dtype)

@@ -75,9 +75,14 @@ if gluon is not None:
     def _sweep(q_desc, k_desc, v_desc, decay, enter, o_ptr, slot_start, slot_len, T, NSEG, SEG, scale,
                H: gl.constexpr, DK: gl.constexpr, DV: gl.constexpr, TV: gl.constexpr, C: gl.constexpr,
                STAGES: gl.constexpr, S_LAYOUT: gl.constexpr, VW_LAYOUT: gl.constexpr, VARLEN: gl.constexpr,
-               num_warps: gl.constexpr):
+               REVERSE: gl.constexpr, STATE_T: gl.constexpr, num_warps: gl.constexpr):
         """``TV`` columns of o for one segment slot and head: ``_chunk_fwd``'s program (same grid, same
-        results), q / k / v ``[rows, H * D]`` descriptors with ``[C, D]`` / ``[C, TV]`` boxes."""
+        results), q / k / v ``[rows, H * D]`` descriptors with ``[C, D]`` / ``[C, TV]`` boxes.
+
+        The backward's sweeps are the same loop with other operands in the three roles (:func:`sweep_bwd`):
+        ``STATE_T`` reads the state slice transposed (``enter[j, h]`` is ``[TV-tiled dim, DK]`` there),
+        ``REVERSE`` visits the chunks last to first with the transposed decay matrix, weighs the state term by
+        ``lambda^(L-1-r)`` and the update by ``scale lambda^(r+1)`` (the forward: the other way round)."""
         n_tiles: gl.constexpr = DV // TV
         pid = gl.program_id(0)
         h = gl.program_id(1)
@@ -106,7 +111,10 @@ if gluon is not None:
         s2 = gl.load(decay + h) * LOG2E
         r = gl.arange(0, C, layout=rows_l)
         cc = gl.arange(0, C, layout=cols_l)
-        diff = r[:, None] - cc[None, :]
+        if REVERSE:
+            diff = cc[None, :] - r[:, None]
+        else:
+            diff = r[:, None] - cc[None, :]
         dmat = gl.where(diff >= 0, scale * gl.exp2(-diff.to(gl.float32) * s2), 0.0)
         qdec = scale * gl.exp2(-(r + 1).to(gl.float32) * s2)
         rb = gl.arange(0, C, layout=gl.SliceLayout(1, blk))
@@ -116,7 +124,10 @@ if gluon is not None:
         ik = gl.arange(0, DK, layout=rows_l)
         iv = gl.arange(0, TV, layout=cols_l)
         base = (j * H + h).to(gl.int64) * (DK * DV)
-        S = gl.load(enter + base + ik[:, None] * DV + (tile * TV + iv)[None, :])
+        if STATE_T:
+            S = gl.load(enter + base + ik[:, None] + (tile * TV + iv)[None, :] * DK)
+        else:
+            S = gl.load(enter + base + ik[:, None] * DV + (tile * TV + iv)[None, :])
 
         q_s = gl.allocate_shared_memory(dt, [STAGES, C, DK], q_desc.layout)
         k_s = gl.allocate_shared_memory(dt, [STAGES, C, DK], k_desc.layout)
@@ -129,19 +140,27 @@ if gluon is not None:
             mbarrier.init(bars.index(i), count=1)
         for i in gl.static_range(STAGES):
             if i < n_chunks:
-                _load_chunk(q_desc, k_desc, v_desc, g0 + i * C, col_q, col_v, bars.index(i), q_s.index(i),
+                if REVERSE:
+                    first = g0 + (n_chunks - 1 - i) * C
+                else:
+                    first = g0 + i * C
+                _load_chunk(q_desc, k_desc, v_desc, first, col_q, col_v, bars.index(i), q_s.index(i),
                             k_s.index(i), v_s.index(i), NBYTES)
         S_smem.store(S.to(dt))
         fence_async_shared()
         _sync()
 
         zero = gl.zeros([C, TV], gl.float32, layout=mma)
-        for c in range(n_chunks):
-            st = c % STAGES
-            mbarrier.wait(bars.index(st), (c // STAGES) & 1)
+        for it in range(n_chunks):
+            st = it % STAGES
+            mbarrier.wait(bars.index(st), (it // STAGES) & 1)
             qs_ = q_s.index(st)
             ks_ = k_s.index(st)
             vs_ = v_s.index(st)
+            if REVERSE:
+                c = n_chunks - 1 - it
+            else:
+                c = it
             length = gl.minimum(n - c * C, C)
             if length < C:  # rows past the segment (another segment or sequence): zeros, as _chunk_fwd reads
                 kk = ks_.load(blk_k)
@@ -155,8 +174,13 @@ if gluon is not None:
             qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
             p = gl.convert_layout((qk * dmat).to(dt), p_layout)
             qS = warpgroup_mma_wait(num_outstanding=0, deps=(qS, ))
-            o = warpgroup_mma(p, vs_, qS * qdec[:, None], is_async=True)
-            w = gl.where(rb < length, gl.exp2(-(length - 1 - rb).to(gl.float32) * s2), 0.0)
+            if REVERSE:  # the state term weighs rows by lambda^(L-1-r), the update by scale lambda^(r+1)
+                w_out = gl.where(r < length, gl.exp2(-(length - 1 - r).to(gl.float32) * s2), 0.0)
+                o = warpgroup_mma(p, vs_, qS * w_out[:, None], is_async=True)
+                w = gl.where(rb < length, scale * gl.exp2(-(rb + 1).to(gl.float32) * s2), 0.0)
+            else:
+                o = warpgroup_mma(p, vs_, qS * qdec[:, None], is_async=True)
+                w = gl.where(rb < length, gl.exp2(-(length - 1 - rb).to(gl.float32) * s2), 0.0)
             vw = vs_.load(blk).to(gl.float32) * w[:, None]
             vw_smem.store(vw.to(dt))
             fence_async_shared()
@@ -171,9 +195,12 @@ if gluon is not None:
             S_smem.store(S.to(dt))
             fence_async_shared()
             _sync()
-            if c + STAGES < n_chunks:
-                _load_chunk(q_desc, k_desc, v_desc, g0 + (c + STAGES) * C, col_q, col_v, bars.index(st), qs_,
-                            ks_, vs_, NBYTES)
+            if it + STAGES < n_chunks:
+                if REVERSE:
+                    nxt = g0 + (n_chunks - 1 - it - STAGES) * C
+                else:
+                    nxt = g0 + (it + STAGES) * C
+                _load_chunk(q_desc, k_desc, v_desc, nxt, col_q, col_v, bars.index(st), qs_, ks_, vs_, NBYTES)
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(bars.index(i))
 
@@ -193,26 +220,44 @@ def ready(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, state_t
     return tma_ready(q, k, v) and torch.cuda.get_device_capability(q.device)[0] == 9
 
 
+def _launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tensor, state: torch.Tensor, layout,
+            scale: float, reverse: bool, state_t: bool) -> torch.Tensor:
+    """The sweep with ``a`` / ``b`` ``[B, T, H, Da]`` in the roles of q / k and ``c`` ``[B, T, H, Dc]`` in the
+    role of v (its columns tiled by :data:`TILE`); returns the ``[B, T, H, Dc]`` output."""
+    bs, t, h, da = a.shape
+    dc = c.shape[-1]
+    dt = gl.bfloat16 if a.dtype == torch.bfloat16 else gl.float16
+    box_ab = gl.NVMMASharedLayout.get_default_for([CHUNK, da], dt)
+    box_c = gl.NVMMASharedLayout.get_default_for([CHUNK, TILE], dt)
+    descs = [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
+             for x2, box, lay in ((a.view(bs * t, h * da), [CHUNK, da], box_ab),
+                                  (b.view(bs * t, h * da), [CHUNK, da], box_ab),
+                                  (c.view(bs * t, h * dc), [CHUNK, TILE], box_c))]
+    out = torch.empty(bs, t, h, dc, dtype=a.dtype, device=a.device)
+    _sweep[((dc // TILE) * layout.n_slots, h)](
+        *descs, decay, state, out, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
+        H=h, DK=da, DV=dc, TV=TILE, C=CHUNK, STAGES=STAGES,
+        S_LAYOUT=gl.NVMMASharedLayout.get_default_for([da, TILE], dt), VW_LAYOUT=box_c,
+        VARLEN=layout.varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4)
+    return out
+
+
 def sweep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor, layout,
           scale: float) -> torch.Tensor:
     """o ``[B, T, H, Dv]`` from the states entering each segment slot ``enter`` ``[n_slots, H, Dk, Dv]`` (fp32),
     for the segment ``layout`` of :func:`~.chunk.make_layout`; q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]``."""
-    b, t, h, dk = q.shape
-    dv = v.shape[-1]
-    dt = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
-    box_qk = gl.NVMMASharedLayout.get_default_for([CHUNK, dk], dt)
-    box_v = gl.NVMMASharedLayout.get_default_for([CHUNK, TILE], dt)
-    descs = [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
-             for x2, box, lay in ((q.view(b * t, h * dk), [CHUNK, dk], box_qk),
-                                  (k.view(b * t, h * dk), [CHUNK, dk], box_qk),
-                                  (v.view(b * t, h * dv), [CHUNK, TILE], box_v))]
-    o = torch.empty(b, t, h, dv, dtype=q.dtype, device=q.device)
-    _sweep[((dv // TILE) * layout.n_slots, h)](
-        *descs, decay, enter, o, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
-        H=h, DK=dk, DV=dv, TV=TILE, C=CHUNK, STAGES=STAGES,
-        S_LAYOUT=gl.NVMMASharedLayout.get_default_for([dk, TILE], dt), VW_LAYOUT=box_v,
-        VARLEN=layout.varlen, num_warps=4)
-    return o
+    return _launch(q, k, v, decay, enter, layout, scale, reverse=False, state_t=False)
+
+
+def sweep_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor,
+              arrive: torch.Tensor, do: torch.Tensor, layout, scale: float):
+    """dq, dk, dv of :func:`~.chunk._chunk_bwd_dq` / ``_dk`` / ``_dv`` (``Dk = Dv``): dq sweeps forward with
+    (do, v, k) in the roles of (q, k, v) and the entering states transposed; dk and dv sweep backward from the
+    state gradients ``arrive`` with (v, do, q), transposed, and (k, q, do)."""
+    dq = _launch(do, v, k, decay, enter, layout, scale, reverse=False, state_t=True)
+    dk = _launch(v, do, q, decay, arrive, layout, scale, reverse=True, state_t=True)
+    dv = _launch(k, q, do, decay, arrive, layout, scale, reverse=True, state_t=False)
+    return dq, dk, dv
 
 
 def try_sweep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor, layout,
