@@ -11,6 +11,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 CUDA = torch.cuda.is_available()
 if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
@@ -30,7 +32,7 @@ from mixarch.ops.lightning import (  # noqa: E402
 )
 from mixarch.plugins import get_host  # noqa: E402
 from mixarch.testing.compare import assert_close, assert_close_rel  # noqa: E402
-from mixarch.testing.strategies import cu_seqlens_from, seeded_randn  # noqa: E402
+from mixarch.testing.strategies import compositions, cu_seqlens_from, seeded_randn  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16] if CUDA else [torch.float32]
@@ -275,6 +277,35 @@ def test_gluon_sweep_that_does_not_compile_falls_back_with_a_warning(monkeypatch
         assert torch.equal(a, b) and torch.equal(a, c), name
 
 
+def test_gluon_backward_that_does_not_compile_falls_back_with_a_warning(monkeypatch):
+    """The backward's Gluon sweeps fall back the same way: a warning, the Triton kernels' gradients, no second
+    attempt."""
+    from triton.compiler.errors import CompilationError
+
+    from mixarch.kernels.triton.lightning import gluon_sweep
+
+    q, k, v, decay, h0 = _inputs(1, CHUNK + 5, 2, 16, 16, 1, seed=98)
+    do = seeded_randn(v.shape, 99, device=DEVICE)
+    enter = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)[2]
+    want = chunk_bwd(q, k, v, decay, enter, do, None, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise CompilationError("def _sweep(): ...", None, "unsupported layout")
+
+    monkeypatch.setattr(gluon_sweep, "ENABLED", True)
+    monkeypatch.setattr(gluon_sweep, "ready", lambda *args: gluon_sweep.ENABLED)
+    monkeypatch.setattr(gluon_sweep, "sweep_bwd", broken)
+    with pytest.warns(RuntimeWarning, match="does not compile with Triton .*unsupported layout"):
+        got = chunk_bwd(q, k, v, decay, enter, do, None, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    assert not gluon_sweep.ENABLED
+    again = chunk_bwd(q, k, v, decay, enter, do, None, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    assert len(calls) == 1
+    for name, a, b, c in zip(("dq", "dk", "dv", "dh0"), want, got, again):
+        assert torch.equal(a, b) and torch.equal(a, c), name
+
+
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
 @pytest.mark.parametrize("dv", [64, 128])
 @pytest.mark.parametrize("case", ["dense", "varlen"])
@@ -342,3 +373,56 @@ def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case):
     rgrads = torch.autograd.grad((ro * do.double()).sum() + (rht * dht.double()).sum(), leaves)
     for name, r, g in zip(("dq", "dk", "dv"), rgrads, outs[True]):
         _check(name, r, g, dtype)
+
+
+@pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@given(data=st.data())
+def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
+    """Property test of the Gluon path with its length threshold lifted: drawn lengths around chunk and segment
+    edges, batches or packed sequences (length 1 included), Dv 64 or 128, decay strengths, initial states. The
+    Gluon forward and backward must be taken, give the Triton kernels' o, final state, dq, dk, dv, dh0 bit for
+    bit, and match the fp64 reference."""
+    from mixarch.kernels.triton.lightning import gluon_sweep
+
+    if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
+        pytest.skip("the Gluon sweeps are for compute capability 9.x with Gluon available")
+    seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
+    t = data.draw(st.sampled_from([1, 15, 63, 64, 65, 127, 129, 200, 1000]), label="T")
+    dv = data.draw(st.sampled_from([64, 128]), label="Dv")
+    h = data.draw(st.sampled_from([1, 3]), label="H")
+    varlen = data.draw(st.booleans(), label="varlen") and t > 1
+    lengths = data.draw(compositions(t), label="lengths") if varlen else None
+    b = 1 if varlen else data.draw(st.sampled_from([1, 2]), label="B")
+    segment = data.draw(st.sampled_from([CHUNK, 2 * CHUNK, 4 * CHUNK]), label="segment")
+    strength = data.draw(st.sampled_from([0.1, 1.0, 4.0]), label="decay strength")
+    cu = None if lengths is None else cu_seqlens_from(lengths).to(DEVICE)
+    n = b if cu is None else len(lengths)
+    q, k, v, decay, h0 = _inputs(b, t, h, 128, dv, n, seed, dtype=dtype, strength=strength)
+    do = seeded_randn(v.shape, seed + 5, device=DEVICE).to(dtype)
+    dht = seeded_randn(h0.shape, seed + 6, device=DEVICE)
+    taken = []
+    outs = {}
+    saved = gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd
+    try:
+        gluon_sweep.MIN_TOKEN_HEADS = 0
+        gluon_sweep.sweep = lambda *a: taken.append("fwd") or saved[2](*a)
+        gluon_sweep.sweep_bwd = lambda *a: taken.append("bwd") or saved[3](*a)
+        for enabled in (True, False):
+            gluon_sweep.ENABLED = enabled
+            o, ht, enter = chunk_fwd(q, k, v, decay, h0, cu, 0.3, CHUNK, segment, direct=True)
+            grads = chunk_bwd(q, k, v, decay, enter, do, dht, cu, 0.3, CHUNK, segment, direct=True)
+            outs[enabled] = (o, ht, *grads)
+    finally:
+        gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd = saved
+    assert taken == ["fwd"] + (["bwd"] if dv == 128 else [])  # the backward's sweeps need Dk = Dv
+    names = ("o", "final state", "dq", "dk", "dv", "dh0")
+    for name, got, want in zip(names, outs[True], outs[False]):
+        assert torch.equal(got, want), name
+    leaves = [x.detach().double().requires_grad_() for x in (q, k, v, h0)]
+    ro, rht = naive_lightning_attention(*leaves[:3], decay, scale=0.3, initial_state=leaves[3],
+                                        output_final_state=True, cu_seqlens=cu)
+    rgrads = torch.autograd.grad((ro * do.double()).sum() + (rht * dht.double()).sum(), leaves)
+    for name, r, g in zip(names, (ro, rht, *rgrads), outs[True]):
+        # the fp32 states are accumulated from 16-bit dot products, so they carry the inputs' rounding
+        _check(name, r.detach(), g.to(dtype), dtype)

@@ -441,7 +441,9 @@ def chunk_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
     slots = (lay.slot_start, lay.slot_len, t, lay.n_seg, scale)
     if (direct and dk == dv and gluon_sweep.ready(q, k, v, chunk, _tile(dv, STATE_TILE)) and do.is_contiguous()
             and do.data_ptr() % 16 == 0):
-        return (*gluon_sweep.sweep_bwd(q, k, v, decay, enter, arrive, do, lay, scale), dh0)
+        grads = gluon_sweep.try_sweep_bwd(q, k, v, decay, enter, arrive, do, lay, scale)
+        if grads is not None:
+            return (*grads, dh0)
     dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     launcher(_chunk_bwd_dq, direct)[_grid(dk, lay, h)](do, k, v, decay, enter, dq, *slots, **rows)
     launcher(_chunk_bwd_dk, direct)[_grid(dk, lay, h)](q, v, do, decay, arrive, dk_, *slots, **rows)
