@@ -376,6 +376,48 @@ def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case):
 
 
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("case", ["dense", "varlen"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_gluon_segment_states_equal_the_triton_pass(monkeypatch, dtype, case, reverse):
+    """On a Hopper GPU the Gluon state pass gives ``_segment_state``'s local states bit for bit (k, v forward;
+    q, do backward), with partial chunks and segments, batches and packed sequences (empty and length-1 ones),
+    and they match the fp64 sums."""
+    from mixarch.kernels.triton.lightning import chunk, gluon_state, gluon_sweep
+
+    if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
+        pytest.skip("the Gluon state pass is for compute capability 9.x with Gluon available")
+    monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)
+    h, scale, segment = 3, 0.3, 2 * CHUNK
+    lengths = None if case == "dense" else [1, 0, 3 * CHUNK + 5, CHUNK, 2 * CHUNK - 1, 1]
+    b, t = (2, 5 * CHUNK + 17) if lengths is None else (1, sum(lengths))
+    cu = None if lengths is None else cu_seqlens_from(lengths).to(DEVICE)
+    a, _, v, decay, _ = _inputs(b, t, h, 128, 128, 1, seed=t + 11, dtype=dtype, strength=0.5)
+    lay = chunk.make_layout(b, t, cu, segment)
+    assert gluon_state.ready(a, v, CHUNK)
+    got = gluon_state.segment_states(a, v, decay, lay, scale, reverse)
+    want = torch.full_like(got, float("nan"))
+    chunk._segment_state[chunk._grid(128, lay, h)](
+        a, v, decay, want, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DA=128, DB=128, BA=128,
+        TB=chunk.STATE_TILE, C=CHUNK, SEG=segment, REVERSE=reverse, VARLEN=lay.varlen, IEEE=False)
+    assert torch.equal(got, want)
+    starts = lay.slot_start.tolist() if lay.varlen else [i // lay.n_seg * t + i % lay.n_seg * segment
+                                                         for i in range(lay.n_slots)]
+    lens = lay.slot_len.tolist() if lay.varlen else [min(segment, t - i % lay.n_seg * segment)
+                                                     for i in range(lay.n_slots)]
+    flat_a, flat_b = a.reshape(b * t, h, 128).double(), v.reshape(b * t, h, 128).double()
+    lam = torch.exp(-decay.double())
+    for j, (g0, n) in enumerate(zip(starts, lens)):
+        i = torch.arange(n, device=DEVICE, dtype=torch.float64)
+        w = scale * lam[:, None] ** (i + 1) if reverse else lam[:, None] ** (n - 1 - i)  # [H, n]
+        ref = torch.einsum("nha,nhb,hn->hab", flat_a[g0:g0 + n], flat_b[g0:g0 + n], w)
+        if n:
+            assert_close_rel(f"slot {j}", ref, got[j].to(dtype))
+        else:
+            assert torch.equal(got[j], torch.zeros_like(got[j])), f"slot {j}: empty, not zeros"
+
+
+@pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @given(data=st.data())
 def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):

@@ -5,7 +5,8 @@ Tokens are flattened (``[B * T]`` rows, or the packed ``T`` of ``cu_seqlens``) a
 head, ``STATE_TILE``-wide slice of the ``[Dk, Dv]`` fp32 state, which it keeps in registers); a segment's slices
 are neighbouring programs, so they share their q/k/v loads through L2. Forward:
 
-1. :func:`_segment_state`: each segment's own state ``L_j = sum_i lambda^(len-1-i) k_i^T v_i`` (reads k, v).
+1. :func:`_segment_state`: each segment's own state ``L_j = sum_i lambda^(len-1-i) k_i^T v_i`` (reads k, v; on
+   Hopper GPUs, direct launches take it in Gluon, :mod:`.gluon_state`).
 2. :func:`_scan`: per (sequence, head, state tile) the state entering each segment,
    ``E_{j+1} = lambda^len_j E_j + L_j`` from ``initial_state``, and the final state (one state per segment).
 3. :func:`_chunk_fwd`: per segment, chunk by chunk: ``o = ((q k^T) * D) v + scale lambda^(r+1) q S`` with
@@ -34,7 +35,7 @@ import triton
 import triton.language as tl
 
 from mixarch.kernels.triton import cdiv, interpreting, launcher, pow2
-from mixarch.kernels.triton.lightning import gluon_sweep
+from mixarch.kernels.triton.lightning import gluon_state, gluon_sweep
 
 LOG2E = tl.constexpr(1.4426950408889634)
 CHUNK = 16 if interpreting() else 64  # tokens per chunk (the interpreter: small, to exercise many chunks)
@@ -374,10 +375,15 @@ def _states(lay: Layout, a: torch.Tensor, b: torch.Tensor, decay: torch.Tensor, 
     the sequence-level result ``[n_seqs, H, Da, Db]`` (fp32)."""
     t, h, da = a.shape[1:]
     db = b.shape[3]
-    local = torch.empty(lay.n_slots, h, da, db, dtype=torch.float32, device=a.device)
-    launcher(_segment_state, direct)[_grid(db, lay, h)](
-        a, b, decay, local, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DA=da, DB=db, BA=_pad(da),
-        TB=_tile(db, STATE_TILE), C=chunk, SEG=lay.segment, REVERSE=reverse, VARLEN=lay.varlen, IEEE=_ieee(a))
+    local = None
+    if direct and gluon_state.ready(a, b, chunk):
+        local = gluon_state.try_segment_states(a, b, decay, lay, scale, reverse)
+    if local is None:
+        local = torch.empty(lay.n_slots, h, da, db, dtype=torch.float32, device=a.device)
+        launcher(_segment_state, direct)[_grid(db, lay, h)](
+            a, b, decay, local, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DA=da, DB=db,
+            BA=_pad(da), TB=_tile(db, STATE_TILE), C=chunk, SEG=lay.segment, REVERSE=reverse, VARLEN=lay.varlen,
+            IEEE=_ieee(a))
     edge = torch.empty_like(local)
     result = torch.empty(lay.n_seqs, h, da, db, dtype=torch.float32, device=a.device)
     ta, tb = _tile(da, 32), _tile(db, 32)
