@@ -41,14 +41,14 @@ def passes(t: int, gen: torch.Generator) -> None:
     committed = S.TILE, S.STAGES, S.WARPS
     for name, a, b, reverse in (("forward (k, v)", k, v, False), ("backward (q, do)", q, do, True)):
         want = triton_pass(a, b, reverse)
-        row = [f"Triton {time_ms(lambda: triton_pass(a, b, reverse), False):.3f}"]
+        row = [f"Triton {time_ms(lambda a=a, b=b, r=reverse: triton_pass(a, b, r), False):.3f}"]
         for tile, stages, warps in VARIANTS:
             S.TILE, S.STAGES, S.WARPS = tile, stages, warps
             try:
                 got = S.segment_states(a, b, decay, lay, scale, reverse)
                 same = "=" if torch.equal(got, want) else \
                     f"~{((got - want).abs().max() / want.abs().max()).item():.1e}"
-                ms = time_ms(lambda: S.segment_states(a, b, decay, lay, scale, reverse), False)
+                ms = time_ms(lambda a=a, b=b, r=reverse: S.segment_states(a, b, decay, lay, scale, r), False)
                 row.append(f"Gluon {tile}/{stages}/{warps} {ms:.3f} ({same})")
             except Exception as err:  # noqa: BLE001 - a variant that does not fit is reported, not fatal
                 row.append(f"Gluon {tile}/{stages}/{warps} failed: {type(err).__name__}: {str(err)[:120]}")
