@@ -57,6 +57,8 @@ MIN_TOKEN_HEADS = 1 << 21
 #: tokens per chunk, state columns per program, pipeline stages (two programs per multiprocessor: ~113 KB of
 #: shared memory each; three stages leave one and were slower)
 CHUNK, TILE, STAGES = 64, 64, 2
+#: under measurement: the sweeps by :mod:`.gluon_sweep_t` (the state transposed in registers)
+TRANSPOSED = False
 
 if gluon is not None:
     LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -230,6 +232,10 @@ def _launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tens
             scale: float, reverse: bool, state_t: bool) -> torch.Tensor:
     """The sweep with ``a`` / ``b`` ``[B, T, H, Da]`` in the roles of q / k and ``c`` ``[B, T, H, Dc]`` in the
     role of v (its columns tiled by :data:`TILE`); returns the ``[B, T, H, Dc]`` output."""
+    if TRANSPOSED:
+        from mixarch.kernels.triton.lightning import gluon_sweep_t
+
+        return gluon_sweep_t.launch(a, b, c, decay, state, layout, scale, reverse, state_t)
     bs, t, h, da = a.shape
     dc = c.shape[-1]
     dt = gl.bfloat16 if a.dtype == torch.bfloat16 else gl.float16

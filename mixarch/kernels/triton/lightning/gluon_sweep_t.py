@@ -35,15 +35,19 @@ if gluon is not None:
     )
 
 CHUNK, TILE, STAGES = gluon_sweep.CHUNK, gluon_sweep.TILE, gluon_sweep.STAGES
+#: under measurement: issue ``U q^T`` before ``q k^T`` (and wait on both)
+X_FIRST = False
 
 if gluon is not None:
 
     @gluon.jit
     def _sweep_t(q_desc, k_desc, v_desc, o_desc, decay, enter, o_ptr, slot_start, slot_len, T, NSEG, SEG, scale,
                  H: gl.constexpr, DK: gl.constexpr, DV: gl.constexpr, TV: gl.constexpr, C: gl.constexpr,
-                 STAGES: gl.constexpr, P_LAYOUT: gl.constexpr, VARLEN: gl.constexpr, num_warps: gl.constexpr):
+                 STAGES: gl.constexpr, P_LAYOUT: gl.constexpr, VARLEN: gl.constexpr, REVERSE: gl.constexpr,
+                 STATE_T: gl.constexpr, X_FIRST: gl.constexpr, num_warps: gl.constexpr):
         """``TV`` columns of o for one segment slot and head (``_chunk_fwd``'s program), q / k / v / o
-        ``[rows, H * D]`` descriptors with ``[C, DK]`` / ``[C, TV]`` boxes."""
+        ``[rows, H * D]`` descriptors with ``[C, DK]`` / ``[C, TV]`` boxes. ``REVERSE`` and ``STATE_T`` as in
+        :func:`.gluon_sweep._sweep` (the backward's sweeps)."""
         n_tiles: gl.constexpr = DV // TV
         pid = gl.program_id(0)
         h = gl.program_id(1)
@@ -74,7 +78,10 @@ if gluon is not None:
         s2 = gl.load(decay + h) * LOG2E
         r = gl.arange(0, C, layout=gl.SliceLayout(1, mma_c))  # query rows of P
         cc = gl.arange(0, C, layout=gl.SliceLayout(0, mma_c))  # key columns of P; query columns of X, o^T
-        diff = r[:, None] - cc[None, :]
+        if REVERSE:
+            diff = cc[None, :] - r[:, None]
+        else:
+            diff = r[:, None] - cc[None, :]
         dmat = gl.where(diff >= 0, scale * gl.exp2(-diff.to(gl.float32) * s2), 0.0)
         qdec = scale * gl.exp2(-(cc + 1).to(gl.float32) * s2)
         ta = gl.arange(0, C, layout=gl.SliceLayout(0, a_u))  # token columns of (w v)^T
@@ -86,7 +93,10 @@ if gluon is not None:
         iv = gl.arange(0, TV, layout=gl.SliceLayout(1, mma_u))
         ik = gl.arange(0, DK, layout=gl.SliceLayout(0, mma_u))
         base = (j * H + h).to(gl.int64) * (DK * DV)
-        U = gl.load(enter + base + ik[None, :] * DV + (tile * TV + iv)[:, None])  # S^T
+        if STATE_T:  # U = S^T, for a state stored [DK, DV] (or [DV, DK]: STATE_T)
+            U = gl.load(enter + base + ik[None, :] + (tile * TV + iv)[:, None] * DK)
+        else:
+            U = gl.load(enter + base + ik[None, :] * DV + (tile * TV + iv)[:, None])
 
         q_s = gl.allocate_shared_memory(dt, [STAGES, C, DK], q_desc.layout)
         k_s = gl.allocate_shared_memory(dt, [STAGES, C, DK], k_desc.layout)
@@ -99,14 +109,22 @@ if gluon is not None:
             mbarrier.init(bars.index(i), count=1)
         for i in gl.static_range(STAGES):
             if i < n_chunks:
-                _load_chunk(q_desc, k_desc, v_desc, g0 + i * C, col_q, col_v, bars.index(i), q_s.index(i),
+                if REVERSE:
+                    first = g0 + (n_chunks - 1 - i) * C
+                else:
+                    first = g0 + i * C
+                _load_chunk(q_desc, k_desc, v_desc, first, col_q, col_v, bars.index(i), q_s.index(i),
                             k_s.index(i), v_s.index(i), NBYTES)
 
         zero = gl.zeros([C, C], gl.float32, layout=mma_c)
         u_a = gl.convert_layout(U.to(dt), a_c)
-        for c in range(n_chunks):
-            st = c % STAGES
-            mbarrier.wait(bars.index(st), (c // STAGES) & 1)
+        for it in range(n_chunks):
+            st = it % STAGES
+            mbarrier.wait(bars.index(st), (it // STAGES) & 1)
+            if REVERSE:
+                c = n_chunks - 1 - it
+            else:
+                c = it
             qs_ = q_s.index(st)
             ks_ = k_s.index(st)
             vs_ = v_s.index(st)
@@ -118,17 +136,30 @@ if gluon is not None:
                 vs_.store(gl.where((rv < length)[:, None], vv, gl.zeros_like(vv)))
                 fence_async_shared()
                 _sync()
-            qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero, use_acc=False, is_async=True)
-            X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero, use_acc=False, is_async=True)
-            w = gl.where(ta < length, gl.exp2(-(length - 1 - ta).to(gl.float32) * s2), 0.0)
+            if X_FIRST:
+                X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero, use_acc=False, is_async=True)
+                qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero, use_acc=False, is_async=True)
+            else:
+                qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero, use_acc=False, is_async=True)
+                X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero, use_acc=False, is_async=True)
+            if REVERSE:  # the update weighs rows by scale lambda^(r+1), the state term by lambda^(L-1-r)
+                w = gl.where(ta < length, scale * gl.exp2(-(ta + 1).to(gl.float32) * s2), 0.0)
+                w_out = gl.where(cc < length, gl.exp2(-(length - 1 - cc).to(gl.float32) * s2), 0.0)
+            else:
+                w = gl.where(ta < length, gl.exp2(-(length - 1 - ta).to(gl.float32) * s2), 0.0)
+                w_out = qdec
             vw_t = (vs_.permute((1, 0)).load(a_u).to(gl.float32) * w[None, :]).to(dt)
-            qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
+            if X_FIRST:
+                qk, X = warpgroup_mma_wait(num_outstanding=0, deps=(qk, X))
+            else:
+                qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
             p_s.store((qk * dmat).to(dt))
             U = warpgroup_mma(vw_t, ks_, U * gl.exp2(-length.to(gl.float32) * s2), is_async=True)
             fence_async_shared()
             _sync()
-            X = warpgroup_mma_wait(num_outstanding=1, deps=(X, ))
-            o_t = warpgroup_mma(vs_.permute((1, 0)), p_s.permute((1, 0)), X * qdec[None, :], is_async=True)
+            if not X_FIRST:
+                X = warpgroup_mma_wait(num_outstanding=1, deps=(X, ))
+            o_t = warpgroup_mma(vs_.permute((1, 0)), p_s.permute((1, 0)), X * w_out[None, :], is_async=True)
             U = warpgroup_mma_wait(num_outstanding=1, deps=(U, ))
             # the next chunk's A operand, made here: converted after the next q k^T is issued, ptxas would make
             # that matmul finish first (it cannot tell that U's own matmul is done)
@@ -145,30 +176,41 @@ if gluon is not None:
                 rows = (row + it_t).to(gl.int64)
                 gl.store(o_ptr + rows[None, :] * (H * DV) + col_v + it_v[:, None],
                          gl.convert_layout(o_t.to(dt), blk_t), mask=(it_t < length)[None, :])
-            if c + STAGES < n_chunks:
-                _load_chunk(q_desc, k_desc, v_desc, g0 + (c + STAGES) * C, col_q, col_v, bars.index(st), qs_,
-                            ks_, vs_, NBYTES)
+            if it + STAGES < n_chunks:
+                if REVERSE:
+                    nxt = g0 + (n_chunks - 1 - it - STAGES) * C
+                else:
+                    nxt = g0 + (it + STAGES) * C
+                _load_chunk(q_desc, k_desc, v_desc, nxt, col_q, col_v, bars.index(st), qs_, ks_, vs_, NBYTES)
         tma.store_wait(0)
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(bars.index(i))
 
 
+def launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tensor, state: torch.Tensor, layout,
+           scale: float, reverse: bool, state_t: bool) -> torch.Tensor:
+    """:func:`.gluon_sweep._launch` by :func:`_sweep_t`: ``a`` / ``b`` ``[B, T, H, Da]`` in the roles of q / k,
+    ``c`` ``[B, T, H, Dc]`` in the role of v; returns the ``[B, T, H, Dc]`` output."""
+    bs, t, h, da = a.shape
+    dc = c.shape[-1]
+    dt = gl.bfloat16 if a.dtype == torch.bfloat16 else gl.float16
+    box_ab = gl.NVMMASharedLayout.get_default_for([CHUNK, da], dt)
+    box_c = gl.NVMMASharedLayout.get_default_for([CHUNK, TILE], dt)
+    out = torch.empty(bs, t, h, dc, dtype=a.dtype, device=a.device)
+    descs = [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
+             for x2, box, lay in ((a.view(bs * t, h * da), [CHUNK, da], box_ab),
+                                  (b.view(bs * t, h * da), [CHUNK, da], box_ab),
+                                  (c.view(bs * t, h * dc), [CHUNK, TILE], box_c),
+                                  (out.view(bs * t, h * dc), [CHUNK, TILE], box_c))]
+    _sweep_t[((dc // TILE) * layout.n_slots, h)](
+        *descs, decay, state, out, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
+        H=h, DK=da, DV=dc, TV=TILE, C=CHUNK, STAGES=STAGES,
+        P_LAYOUT=gl.NVMMASharedLayout.get_default_for([CHUNK, CHUNK], dt), VARLEN=layout.varlen,
+        REVERSE=reverse, STATE_T=state_t, X_FIRST=X_FIRST, num_warps=4)
+    return out
+
+
 def sweep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor, layout,
           scale: float) -> torch.Tensor:
     """:func:`.gluon_sweep.sweep`'s result (o ``[B, T, H, Dv]``) by :func:`_sweep_t`."""
-    b, t, h, dk = q.shape
-    dv = v.shape[-1]
-    dt = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
-    box_qk = gl.NVMMASharedLayout.get_default_for([CHUNK, dk], dt)
-    box_v = gl.NVMMASharedLayout.get_default_for([CHUNK, TILE], dt)
-    o = torch.empty(b, t, h, dv, dtype=q.dtype, device=q.device)
-    descs = [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
-             for x2, box, lay in ((q.view(b * t, h * dk), [CHUNK, dk], box_qk),
-                                  (k.view(b * t, h * dk), [CHUNK, dk], box_qk),
-                                  (v.view(b * t, h * dv), [CHUNK, TILE], box_v),
-                                  (o.view(b * t, h * dv), [CHUNK, TILE], box_v))]
-    _sweep_t[((dv // TILE) * layout.n_slots, h)](
-        *descs, decay, enter, o, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
-        H=h, DK=dk, DV=dv, TV=TILE, C=CHUNK, STAGES=STAGES,
-        P_LAYOUT=gl.NVMMASharedLayout.get_default_for([CHUNK, CHUNK], dt), VARLEN=layout.varlen, num_warps=4)
-    return o
+    return launch(q, k, v, decay, enter, layout, scale, reverse=False, state_t=False)
