@@ -34,11 +34,12 @@ for name, dtype, varlen, reverse, state_t in VARIANTS:
     box_qk = gl.NVMMASharedLayout.get_default_for([G.CHUNK, 128], dtype)
     box_v = gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.TILE], dtype)
     sig = {"q_desc": f"tensordesc<{tn}[{G.CHUNK},128],{box_qk!r}>", "k_desc": f"tensordesc<{tn}[{G.CHUNK},128],{box_qk!r}>",
-           "v_desc": f"tensordesc<{tn}[{G.CHUNK},{G.TILE}],{box_v!r}>", "decay": "*fp32", "enter": "*fp32",
+           "v_desc": f"tensordesc<{tn}[{G.CHUNK},{G.TILE}],{box_v!r}>",
+           "o_desc": f"tensordesc<{tn}[{G.CHUNK},{G.TILE}],{box_v!r}>", "decay": "*fp32", "enter": "*fp32",
            "o_ptr": f"*{tn}", "slot_start": "*i32", "slot_len": "*i32", "T": "i32", "NSEG": "i32", "SEG": "i32",
            "scale": "fp32"}
     consts = dict(H=32, DK=128, DV=128, TV=G.TILE, C=G.CHUNK, STAGES=G.STAGES,
-                  S_LAYOUT=gl.NVMMASharedLayout.get_default_for([128, G.TILE], dtype), VW_LAYOUT=box_v,
+                  P_LAYOUT=gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.CHUNK], dtype),
                   VARLEN=varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4)
     if not varlen:
         consts.update(slot_start=None, slot_len=None)

@@ -2,19 +2,24 @@
 matmuls in flight together, and the backward's dq, dk, dv sweeps by the same kernel with roles swapped.
 
 Triton's ``tl.dot`` waits on each ``wgmma`` as soon as it is issued, so ``_chunk_fwd``'s four matmuls per chunk
-run one after another. This kernel computes the same thing from the same tiles. Per chunk:
+run one after another; and since ``q S`` takes the state ``S`` ``[Dk, TV]`` as its B operand, which ``wgmma``
+reads from shared memory, every chunk's state update goes through a shared-memory copy and a barrier before the
+next chunk can use it. This kernel computes the same products from the same tiles with the state kept transposed,
+``U = S^T`` ``[TV, Dk]``, as the A operand in registers. Per chunk:
 
-1. ``q k^T`` and ``q S`` are issued together. ``S`` is the state slice, kept as a 16-bit copy in shared memory.
-2. Then ``scores v`` (accumulating onto ``scale lambda^(r+1) q S``) and the state update
-   ``S = lambda^L S + k^T (w v)`` are issued together.
+1. ``P = (q k^T) * D`` and ``X = U q^T`` (``= (q S)^T``) are issued together; P goes to shared memory.
+2. The state update ``U = lambda^L U + (w v)^T k`` (``(w v)^T``: v's tile loaded transposed and weighed in
+   registers) and ``o^T = v^T P^T + X * scale lambda^(r+1)`` are issued together.
+3. o^T goes out through shared memory and a TMA store (a masked store for a segment's partial last chunk).
 
 Tiles of q, k and v arrive by TMA two chunks ahead. On an H200 at T = 128K (B = 1, 32 heads of 128, bf16) the sweep
-takes ~1.3 ms against ~1.6 ms (docs/benchmarks.md), and the outputs are bit-identical to ``_chunk_fwd``'s.
+takes ~1.2 ms against ~1.6 ms for ``_chunk_fwd`` (docs/benchmarks.md; 1.25-1.3 ms with the state in shared
+memory, the kernel before 2026-11-28 05:00), and the outputs are bit-identical to ``_chunk_fwd``'s.
 
 The backward's three sweeps have the forward's shape (:func:`sweep_bwd`): dq sweeps forward with (do, v, k) in the
 roles of (q, k, v) from the entering states read transposed (``STATE_T``); dk and dv sweep the chunks last to first
 (``REVERSE``: transposed decay matrix, the row weights of q and k swapped) from the state gradients, with (v, do, q)
-and (k, q, do). They give ``_chunk_bwd_dq`` / ``_dk`` / ``_dv``'s results bit for bit, 4.7 against 5.3 ms for
+and (k, q, do). They give ``_chunk_bwd_dq`` / ``_dk`` / ``_dv``'s results bit for bit, ~4.3 against 5.3 ms for
 the backward at 128K on an H200.
 
 Gluon kernels have no interpreter, so this path is for direct launches on compute capability 9.x only. It covers
@@ -57,8 +62,6 @@ MIN_TOKEN_HEADS = 1 << 21
 #: tokens per chunk, state columns per program, pipeline stages (two programs per multiprocessor: ~113 KB of
 #: shared memory each; three stages leave one and were slower)
 CHUNK, TILE, STAGES = 64, 64, 2
-#: under measurement: the sweeps by :mod:`.gluon_sweep_t` (the state transposed in registers)
-TRANSPOSED = False
 
 if gluon is not None:
     LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -80,12 +83,12 @@ if gluon is not None:
         tma.async_copy_global_to_shared(v_desc, [row, col_v], bar, v_s)
 
     @gluon.jit
-    def _sweep(q_desc, k_desc, v_desc, decay, enter, o_ptr, slot_start, slot_len, T, NSEG, SEG, scale,
+    def _sweep(q_desc, k_desc, v_desc, o_desc, decay, enter, o_ptr, slot_start, slot_len, T, NSEG, SEG, scale,
                H: gl.constexpr, DK: gl.constexpr, DV: gl.constexpr, TV: gl.constexpr, C: gl.constexpr,
-               STAGES: gl.constexpr, S_LAYOUT: gl.constexpr, VW_LAYOUT: gl.constexpr, VARLEN: gl.constexpr,
-               REVERSE: gl.constexpr, STATE_T: gl.constexpr, num_warps: gl.constexpr):
+               STAGES: gl.constexpr, P_LAYOUT: gl.constexpr, VARLEN: gl.constexpr, REVERSE: gl.constexpr,
+               STATE_T: gl.constexpr, num_warps: gl.constexpr):
         """``TV`` columns of o for one segment slot and head: ``_chunk_fwd``'s program (same grid, same
-        results), q / k / v ``[rows, H * D]`` descriptors with ``[C, D]`` / ``[C, TV]`` boxes.
+        results), q / k / v / o ``[rows, H * D]`` descriptors with ``[C, DK]`` / ``[C, TV]`` boxes.
 
         The backward's sweeps are the same loop with other operands in the three roles (:func:`sweep_bwd`):
         ``STATE_T`` reads the state slice transposed (``enter[j, h]`` is ``[TV-tiled dim, DK]`` there),
@@ -108,40 +111,44 @@ if gluon is not None:
         col_v = h * DV + tile * TV
         dt: gl.constexpr = q_desc.dtype
 
-        mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                      instr_shape=[16, TV, 16])
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
-        blk: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+        mma_c: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                        instr_shape=[16, C, 16])  # [C, C], [TV, C]
+        mma_u: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                        instr_shape=[16, DK, 16])  # U [TV, DK]
+        a_c: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_c, k_width=2)  # U as A of X
+        a_u: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_u, k_width=2)  # (w v)^T as A of U
         blk_k: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [num_warps, 1], [1, 0])
-        rows_l: gl.constexpr = gl.SliceLayout(1, mma)
-        cols_l: gl.constexpr = gl.SliceLayout(0, mma)
+        blk_v: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+        blk_t: gl.constexpr = gl.BlockedLayout([8, 1], [8, 4], [1, num_warps], [0, 1])  # o^T, v contiguous
 
         s2 = gl.load(decay + h) * LOG2E
-        r = gl.arange(0, C, layout=rows_l)
-        cc = gl.arange(0, C, layout=cols_l)
+        r = gl.arange(0, C, layout=gl.SliceLayout(1, mma_c))  # query rows of P
+        cc = gl.arange(0, C, layout=gl.SliceLayout(0, mma_c))  # key columns of P; query columns of X, o^T
         if REVERSE:
             diff = cc[None, :] - r[:, None]
         else:
             diff = r[:, None] - cc[None, :]
         dmat = gl.where(diff >= 0, scale * gl.exp2(-diff.to(gl.float32) * s2), 0.0)
-        qdec = scale * gl.exp2(-(r + 1).to(gl.float32) * s2)
-        rb = gl.arange(0, C, layout=gl.SliceLayout(1, blk))
-        cb = gl.arange(0, TV, layout=gl.SliceLayout(0, blk))
+        qdec = scale * gl.exp2(-(cc + 1).to(gl.float32) * s2)
+        ta = gl.arange(0, C, layout=gl.SliceLayout(0, a_u))  # token columns of (w v)^T
         rk = gl.arange(0, C, layout=gl.SliceLayout(1, blk_k))
+        rv = gl.arange(0, C, layout=gl.SliceLayout(1, blk_v))
+        it_v = gl.arange(0, TV, layout=gl.SliceLayout(1, blk_t))
+        it_t = gl.arange(0, C, layout=gl.SliceLayout(0, blk_t))
 
-        ik = gl.arange(0, DK, layout=rows_l)
-        iv = gl.arange(0, TV, layout=cols_l)
+        iv = gl.arange(0, TV, layout=gl.SliceLayout(1, mma_u))
+        ik = gl.arange(0, DK, layout=gl.SliceLayout(0, mma_u))
         base = (j * H + h).to(gl.int64) * (DK * DV)
-        if STATE_T:
-            S = gl.load(enter + base + ik[:, None] + (tile * TV + iv)[None, :] * DK)
+        if STATE_T:  # U = S^T, for a state stored [DK, DV] (or [DV, DK]: STATE_T)
+            U = gl.load(enter + base + ik[None, :] + (tile * TV + iv)[:, None] * DK)
         else:
-            S = gl.load(enter + base + ik[:, None] * DV + (tile * TV + iv)[None, :])
+            U = gl.load(enter + base + ik[None, :] * DV + (tile * TV + iv)[:, None])
 
         q_s = gl.allocate_shared_memory(dt, [STAGES, C, DK], q_desc.layout)
         k_s = gl.allocate_shared_memory(dt, [STAGES, C, DK], k_desc.layout)
         v_s = gl.allocate_shared_memory(dt, [STAGES, C, TV], v_desc.layout)
-        S_smem = gl.allocate_shared_memory(dt, [DK, TV], S_LAYOUT)
-        vw_smem = gl.allocate_shared_memory(dt, [C, TV], VW_LAYOUT)
+        p_s = gl.allocate_shared_memory(dt, [C, C], P_LAYOUT)
+        o_s = gl.allocate_shared_memory(dt, [C, TV], o_desc.layout)
         bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         NBYTES: gl.constexpr = (2 * C * DK + C * TV) * dt.primitive_bitwidth // 8
         for i in gl.static_range(STAGES):
@@ -154,61 +161,66 @@ if gluon is not None:
                     first = g0 + i * C
                 _load_chunk(q_desc, k_desc, v_desc, first, col_q, col_v, bars.index(i), q_s.index(i),
                             k_s.index(i), v_s.index(i), NBYTES)
-        S_smem.store(S.to(dt))
-        fence_async_shared()
-        _sync()
 
-        zero = gl.zeros([C, TV], gl.float32, layout=mma)
+        zero = gl.zeros([C, C], gl.float32, layout=mma_c)
+        u_a = gl.convert_layout(U.to(dt), a_c)
         for it in range(n_chunks):
             st = it % STAGES
             mbarrier.wait(bars.index(st), (it // STAGES) & 1)
-            qs_ = q_s.index(st)
-            ks_ = k_s.index(st)
-            vs_ = v_s.index(st)
             if REVERSE:
                 c = n_chunks - 1 - it
             else:
                 c = it
+            qs_ = q_s.index(st)
+            ks_ = k_s.index(st)
+            vs_ = v_s.index(st)
             length = gl.minimum(n - c * C, C)
             if length < C:  # rows past the segment (another segment or sequence): zeros, as _chunk_fwd reads
                 kk = ks_.load(blk_k)
                 ks_.store(gl.where((rk < length)[:, None], kk, gl.zeros_like(kk)))
-                vv = vs_.load(blk)
-                vs_.store(gl.where((rb < length)[:, None], vv, gl.zeros_like(vv)))
+                vv = vs_.load(blk_v)
+                vs_.store(gl.where((rv < length)[:, None], vv, gl.zeros_like(vv)))
                 fence_async_shared()
                 _sync()
             qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero, use_acc=False, is_async=True)
-            qS = warpgroup_mma(qs_, S_smem, zero, use_acc=False, is_async=True)
-            qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
-            p = gl.convert_layout((qk * dmat).to(dt), p_layout)
-            qS = warpgroup_mma_wait(num_outstanding=0, deps=(qS, ))
-            if REVERSE:  # the state term weighs rows by lambda^(L-1-r), the update by scale lambda^(r+1)
-                w_out = gl.where(r < length, gl.exp2(-(length - 1 - r).to(gl.float32) * s2), 0.0)
-                o = warpgroup_mma(p, vs_, qS * w_out[:, None], is_async=True)
-                w = gl.where(rb < length, scale * gl.exp2(-(rb + 1).to(gl.float32) * s2), 0.0)
+            X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero, use_acc=False, is_async=True)
+            if REVERSE:  # the update weighs rows by scale lambda^(r+1), the state term by lambda^(L-1-r)
+                w = gl.where(ta < length, scale * gl.exp2(-(ta + 1).to(gl.float32) * s2), 0.0)
+                w_out = gl.where(cc < length, gl.exp2(-(length - 1 - cc).to(gl.float32) * s2), 0.0)
             else:
-                o = warpgroup_mma(p, vs_, qS * qdec[:, None], is_async=True)
-                w = gl.where(rb < length, gl.exp2(-(length - 1 - rb).to(gl.float32) * s2), 0.0)
-            vw = vs_.load(blk).to(gl.float32) * w[:, None]
-            vw_smem.store(vw.to(dt))
+                w = gl.where(ta < length, gl.exp2(-(length - 1 - ta).to(gl.float32) * s2), 0.0)
+                w_out = qdec
+            vw_t = (vs_.permute((1, 0)).load(a_u).to(gl.float32) * w[None, :]).to(dt)
+            qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
+            p_s.store((qk * dmat).to(dt))
+            U = warpgroup_mma(vw_t, ks_, U * gl.exp2(-length.to(gl.float32) * s2), is_async=True)
             fence_async_shared()
             _sync()
-            S = warpgroup_mma(ks_.permute((1, 0)), vw_smem, S * gl.exp2(-length.to(gl.float32) * s2),
-                              is_async=True)
-            o = warpgroup_mma_wait(num_outstanding=1, deps=(o, ))
-            rows = (g0 + c * C + rb).to(gl.int64)
-            gl.store(o_ptr + rows[:, None] * (H * DV) + col_v + cb[None, :], gl.convert_layout(o.to(dt), blk),
-                     mask=(rb < length)[:, None] & (cb < TV)[None, :])
-            S = warpgroup_mma_wait(num_outstanding=0, deps=(S, ))
-            S_smem.store(S.to(dt))
-            fence_async_shared()
-            _sync()
+            X = warpgroup_mma_wait(num_outstanding=1, deps=(X, ))
+            o_t = warpgroup_mma(vs_.permute((1, 0)), p_s.permute((1, 0)), X * w_out[None, :], is_async=True)
+            U = warpgroup_mma_wait(num_outstanding=1, deps=(U, ))
+            # the next chunk's A operand, made here: converted after the next q k^T is issued, ptxas would make
+            # that matmul finish first (it cannot tell that U's own matmul is done)
+            u_a = gl.convert_layout(U.to(dt), a_c)
+            o_t = warpgroup_mma_wait(num_outstanding=0, deps=(o_t, ))
+            row = g0 + c * C
+            if length == C:
+                tma.store_wait(0)  # the previous chunk's o tile has left o_s
+                o_s.permute((1, 0)).store(o_t.to(dt))
+                fence_async_shared()
+                _sync()
+                tma.async_copy_shared_to_global(o_desc, [row, col_v], o_s)
+            else:
+                rows = (row + it_t).to(gl.int64)
+                gl.store(o_ptr + rows[None, :] * (H * DV) + col_v + it_v[:, None],
+                         gl.convert_layout(o_t.to(dt), blk_t), mask=(it_t < length)[None, :])
             if it + STAGES < n_chunks:
                 if REVERSE:
                     nxt = g0 + (n_chunks - 1 - it - STAGES) * C
                 else:
                     nxt = g0 + (it + STAGES) * C
                 _load_chunk(q_desc, k_desc, v_desc, nxt, col_q, col_v, bars.index(st), qs_, ks_, vs_, NBYTES)
+        tma.store_wait(0)
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(bars.index(i))
 
@@ -229,28 +241,25 @@ def ready(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, state_t
 
 
 def _launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tensor, state: torch.Tensor, layout,
-            scale: float, reverse: bool, state_t: bool) -> torch.Tensor:
+           scale: float, reverse: bool, state_t: bool) -> torch.Tensor:
     """The sweep with ``a`` / ``b`` ``[B, T, H, Da]`` in the roles of q / k and ``c`` ``[B, T, H, Dc]`` in the
     role of v (its columns tiled by :data:`TILE`); returns the ``[B, T, H, Dc]`` output."""
-    if TRANSPOSED:
-        from mixarch.kernels.triton.lightning import gluon_sweep_t
-
-        return gluon_sweep_t.launch(a, b, c, decay, state, layout, scale, reverse, state_t)
     bs, t, h, da = a.shape
     dc = c.shape[-1]
     dt = gl.bfloat16 if a.dtype == torch.bfloat16 else gl.float16
     box_ab = gl.NVMMASharedLayout.get_default_for([CHUNK, da], dt)
     box_c = gl.NVMMASharedLayout.get_default_for([CHUNK, TILE], dt)
+    out = torch.empty(bs, t, h, dc, dtype=a.dtype, device=a.device)
     descs = [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
              for x2, box, lay in ((a.view(bs * t, h * da), [CHUNK, da], box_ab),
                                   (b.view(bs * t, h * da), [CHUNK, da], box_ab),
-                                  (c.view(bs * t, h * dc), [CHUNK, TILE], box_c))]
-    out = torch.empty(bs, t, h, dc, dtype=a.dtype, device=a.device)
+                                  (c.view(bs * t, h * dc), [CHUNK, TILE], box_c),
+                                  (out.view(bs * t, h * dc), [CHUNK, TILE], box_c))]
     _sweep[((dc // TILE) * layout.n_slots, h)](
         *descs, decay, state, out, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
         H=h, DK=da, DV=dc, TV=TILE, C=CHUNK, STAGES=STAGES,
-        S_LAYOUT=gl.NVMMASharedLayout.get_default_for([da, TILE], dt), VW_LAYOUT=box_c,
-        VARLEN=layout.varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4)
+        P_LAYOUT=gl.NVMMASharedLayout.get_default_for([CHUNK, CHUNK], dt), VARLEN=layout.varlen,
+        REVERSE=reverse, STATE_T=state_t, num_warps=4)
     return out
 
 
