@@ -306,6 +306,32 @@ def test_gluon_backward_that_does_not_compile_falls_back_with_a_warning(monkeypa
         assert torch.equal(a, b) and torch.equal(a, c), name
 
 
+def test_gluon_state_pass_that_does_not_compile_falls_back_with_a_warning(monkeypatch):
+    """The Gluon segment-state pass falls back the same way (and turns the Gluon sweeps off with it)."""
+    from triton.compiler.errors import CompilationError
+
+    from mixarch.kernels.triton.lightning import gluon_state, gluon_sweep
+
+    q, k, v, decay, h0 = _inputs(1, CHUNK + 7, 2, 16, 16, 1, seed=101)
+    want = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise CompilationError("def _states(): ...", None, "unsupported layout")
+
+    monkeypatch.setattr(gluon_sweep, "ENABLED", True)
+    monkeypatch.setattr(gluon_state, "ready", lambda *args: gluon_sweep.ENABLED)
+    monkeypatch.setattr(gluon_state, "segment_states", broken)
+    with pytest.warns(RuntimeWarning, match="does not compile with Triton .*unsupported layout"):
+        got = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    assert not gluon_sweep.ENABLED
+    again = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    assert len(calls) == 1
+    for name, a, b, c in zip(("o", "final state", "entering states"), want, got, again):
+        assert torch.equal(a, b) and torch.equal(a, c), name
+
+
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
 @pytest.mark.parametrize("dv", [64, 128])
 @pytest.mark.parametrize("case", ["dense", "varlen"])

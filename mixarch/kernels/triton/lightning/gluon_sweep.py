@@ -291,8 +291,8 @@ def _compiled_or_none(fn, *args):
     except CompilationError as err:
         ENABLED = False
         message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        warnings.warn(f"mixarch: the Gluon Lightning sweep does not compile with Triton {triton.__version__} "
-                      f"({message}); the Triton sweep runs instead", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"mixarch: a Gluon Lightning kernel does not compile with Triton {triton.__version__} "
+                      f"({message}); the Triton kernels run instead", RuntimeWarning, stacklevel=3)
         return None
 
 
