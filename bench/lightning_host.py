@@ -3,6 +3,7 @@ the "host-bound below 32K" paragraph of docs/benchmarks.md.
 
     python bench/lightning_host.py                         # on a CUDA GPU: B=1, 32 heads of 128, bf16, T = 4K, 16K
     TRITON_INTERPRET=1 python bench/lightning_host.py --cpu   # anywhere: Python time with the launches mocked
+    python bench/lightning_host.py --gluon                 # on a Hopper GPU: the Gluon kernels' host time, profiled
 
 GPU mode:
 1. GPU time of one forward + backward with every launch already queued: a long ``torch.cuda._sleep`` kernel runs
@@ -80,6 +81,34 @@ def gpu() -> None:
             print(f"  chunk_fwd + chunk_bwd, {how}: host {host_ms * 1e3:.0f} us", flush=True)
 
 
+def gluon_host() -> None:
+    """Host time of an eager forward + backward's kernels at 4K with the Gluon kernels (threshold lifted) and
+    without, queued as in ``gpu``; then where the Gluon path's host time goes (cProfile, top 25 by own time)."""
+    import cProfile
+    import pstats
+
+    from mixarch.kernels.triton.lightning import gluon_sweep
+
+    _, kernels = _case(4096, "cuda")
+    run = functools.partial(kernels, True)
+    saved = gluon_sweep.MIN_TOKEN_HEADS
+    for label, threshold in (("Gluon kernels", 0), ("Triton kernels", saved), ("Gluon kernels", 0)):
+        gluon_sweep.MIN_TOKEN_HEADS = threshold
+        gpu_ms, host_ms = _queued(run, reps=50)
+        print(f"T=4096 chunk_fwd + chunk_bwd, {label}: host {host_ms * 1e3:.0f} us, GPU {gpu_ms * 1e3:.0f} us",
+              flush=True)
+    gluon_sweep.MIN_TOKEN_HEADS = 0
+    torch.cuda._sleep(2_000_000_000)
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(50):
+        run()
+    profile.disable()
+    torch.cuda.synchronize()
+    gluon_sweep.MIN_TOKEN_HEADS = saved
+    pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+
+
 def cpu_mocked() -> None:
     class _NoLaunch:
         def __getitem__(self, grid):
@@ -98,8 +127,11 @@ def cpu_mocked() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu", action="store_true", help="Python time with mocked launches (TRITON_INTERPRET=1)")
+    parser.add_argument("--gluon", action="store_true", help="host time of the Gluon kernels' launches, profiled")
     args = parser.parse_args()
-    if args.cpu:
+    if args.gluon:
+        gluon_host()
+    elif args.cpu:
         if not interpreting():
             raise SystemExit("--cpu needs TRITON_INTERPRET=1 set before Python starts")
         cpu_mocked()

@@ -140,9 +140,7 @@ def segment_states(a: torch.Tensor, b: torch.Tensor, decay: torch.Tensor, layout
     :func:`~.chunk.make_layout`: a ``[B, T, H, Da]``, b ``[B, T, H, Db]`` (k, v; or q, do when ``reverse``)."""
     bs, t, h, da = a.shape
     db = b.shape[-1]
-    dt = gl.bfloat16 if a.dtype == torch.bfloat16 else gl.float16
-    box_a = gl.NVMMASharedLayout.get_default_for([CHUNK, da], dt)
-    box_b = gl.NVMMASharedLayout.get_default_for([CHUNK, TILE], dt)
+    box_a, box_b = gluon_sweep.smem_layout(CHUNK, da, a.dtype), gluon_sweep.smem_layout(CHUNK, TILE, a.dtype)
     a_desc = TensorDescriptor(a.view(bs * t, h * da), [bs * t, h * da], [h * da, 1], [CHUNK, da], box_a)
     b_desc = TensorDescriptor(b.view(bs * t, h * db), [bs * t, h * db], [h * db, 1], [CHUNK, TILE], box_b)
     out = torch.empty(layout.n_slots, h, da, db, dtype=torch.float32, device=a.device)

@@ -30,6 +30,7 @@ traced one, takes ``_chunk_fwd``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -225,6 +226,18 @@ if gluon is not None:
             mbarrier.invalidate(bars.index(i))
 
 
+@functools.cache
+def smem_layout(rows: int, cols: int, dtype: torch.dtype):
+    """The default shared-memory (NVMMA) layout of a ``[rows, cols]`` 16-bit tile, built once: layouts are
+    per-launch constexprs, and building them costs host time on every call."""
+    return gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+
+
+@functools.cache
+def _capability_major(device_index: int) -> int:
+    return torch.cuda.get_device_capability(device_index)[0]
+
+
 def ready(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, state_tile: int) -> bool:
     """Whether :func:`sweep` can take this forward: Gluon importable, :data:`ENABLED`, not the interpreter, at
     least :data:`MIN_TOKEN_HEADS`, 16-bit contiguous 16-byte aligned CUDA tensors on a compute capability 9.x
@@ -237,18 +250,17 @@ def ready(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, state_t
         return False
     if q.shape[-1] != 128 or v.shape[-1] % TILE:
         return False
-    return tma_ready(q, k, v) and torch.cuda.get_device_capability(q.device)[0] == 9
+    index = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    return tma_ready(q, k, v) and _capability_major(index) == 9
 
 
 def _launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tensor, state: torch.Tensor, layout,
-           scale: float, reverse: bool, state_t: bool) -> torch.Tensor:
+            scale: float, reverse: bool, state_t: bool) -> torch.Tensor:
     """The sweep with ``a`` / ``b`` ``[B, T, H, Da]`` in the roles of q / k and ``c`` ``[B, T, H, Dc]`` in the
     role of v (its columns tiled by :data:`TILE`); returns the ``[B, T, H, Dc]`` output."""
     bs, t, h, da = a.shape
     dc = c.shape[-1]
-    dt = gl.bfloat16 if a.dtype == torch.bfloat16 else gl.float16
-    box_ab = gl.NVMMASharedLayout.get_default_for([CHUNK, da], dt)
-    box_c = gl.NVMMASharedLayout.get_default_for([CHUNK, TILE], dt)
+    box_ab, box_c = smem_layout(CHUNK, da, a.dtype), smem_layout(CHUNK, TILE, a.dtype)
     out = torch.empty(bs, t, h, dc, dtype=a.dtype, device=a.device)
     descs = [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
              for x2, box, lay in ((a.view(bs * t, h * da), [CHUNK, da], box_ab),
@@ -258,7 +270,7 @@ def _launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tens
     _sweep[((dc // TILE) * layout.n_slots, h)](
         *descs, decay, state, out, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
         H=h, DK=da, DV=dc, TV=TILE, C=CHUNK, STAGES=STAGES,
-        P_LAYOUT=gl.NVMMASharedLayout.get_default_for([CHUNK, CHUNK], dt), VARLEN=layout.varlen,
+        P_LAYOUT=smem_layout(CHUNK, CHUNK, a.dtype), VARLEN=layout.varlen,
         REVERSE=reverse, STATE_T=state_t, num_warps=4)
     return out
 
