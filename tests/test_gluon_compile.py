@@ -23,55 +23,52 @@ from triton.backends.compiler import GPUTarget
 import triton
 from triton.experimental.gluon._runtime import GluonASTSource
 from triton.experimental.gluon import language as gl
+import mixarch.kernels.triton.lightning.gluon_state as S
 import mixarch.kernels.triton.lightning.gluon_sweep as G
 
-out = {}
-VARIANTS = (("bf16", gl.bfloat16, False, False, False), ("bf16 varlen", gl.bfloat16, True, False, False),
-            ("fp16", gl.float16, False, False, False), ("dq", gl.bfloat16, False, False, True),
-            ("dk", gl.bfloat16, True, True, True), ("dv", gl.float16, False, True, False))
-for name, dtype, varlen, reverse, state_t in VARIANTS:
+SCALARS = {"slot_start": "*i32", "slot_len": "*i32", "T": "i32", "NSEG": "i32", "SEG": "i32", "scale": "fp32",
+           "decay": "*fp32"}
+
+
+def desc(dtype, rows, cols):
     tn = "bf16" if dtype == gl.bfloat16 else "fp16"
-    box_qk = gl.NVMMASharedLayout.get_default_for([G.CHUNK, 128], dtype)
-    box_v = gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.TILE], dtype)
-    sig = {"q_desc": f"tensordesc<{tn}[{G.CHUNK},128],{box_qk!r}>", "k_desc": f"tensordesc<{tn}[{G.CHUNK},128],{box_qk!r}>",
-           "v_desc": f"tensordesc<{tn}[{G.CHUNK},{G.TILE}],{box_v!r}>",
-           "o_desc": f"tensordesc<{tn}[{G.CHUNK},{G.TILE}],{box_v!r}>", "decay": "*fp32", "enter": "*fp32",
-           "o_ptr": f"*{tn}", "slot_start": "*i32", "slot_len": "*i32", "T": "i32", "NSEG": "i32", "SEG": "i32",
-           "scale": "fp32"}
+    return f"tensordesc<{tn}[{rows},{cols}],{gl.NVMMASharedLayout.get_default_for([rows, cols], dtype)!r}>"
+
+
+def compile_variant(kernel, sig, consts, warps):
+    """sm_90 PTX of ``kernel`` for this signature and these constexprs: its shared memory, whether a wgmma wait
+    leaves a group in flight, and its wgmma count."""
+    if not consts["VARLEN"]:
+        consts.update(slot_start=None, slot_len=None)
+    sig = {**SCALARS, **sig, **{key: "constexpr" for key in consts}}
+    names = kernel.arg_names
+    src = GluonASTSource(kernel, sig, constexprs={(names.index(k),): v for k, v in consts.items()})
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+    ptx = compiled.asm["ptx"]
+    return dict(shared=compiled.metadata.shared, overlapped="wgmma.wait_group.sync.aligned 1;" in ptx,
+                wgmma=ptx.count("wgmma.mma_async"))
+
+
+out = {}
+SWEEPS = (("bf16", gl.bfloat16, False, False, False), ("bf16 varlen", gl.bfloat16, True, False, False),
+          ("fp16", gl.float16, False, False, False), ("dq", gl.bfloat16, False, False, True),
+          ("dk", gl.bfloat16, True, True, True), ("dv", gl.float16, False, True, False))
+for name, dtype, varlen, reverse, state_t in SWEEPS:
+    tn = "bf16" if dtype == gl.bfloat16 else "fp16"
+    sig = {"q_desc": desc(dtype, G.CHUNK, 128), "k_desc": desc(dtype, G.CHUNK, 128),
+           "v_desc": desc(dtype, G.CHUNK, G.TILE), "o_desc": desc(dtype, G.CHUNK, G.TILE), "enter": "*fp32",
+           "o_ptr": f"*{tn}"}
     consts = dict(H=32, DK=128, DV=128, TV=G.TILE, C=G.CHUNK, STAGES=G.STAGES,
                   P_LAYOUT=gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.CHUNK], dtype),
                   VARLEN=varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4)
-    if not varlen:
-        consts.update(slot_start=None, slot_len=None)
-    for key in consts:
-        sig[key] = "constexpr"
-    names = G._sweep.arg_names
-    src = GluonASTSource(G._sweep, sig, constexprs={(names.index(k),): v for k, v in consts.items()})
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-    ptx = kernel.asm["ptx"]
-    out[name] = dict(shared=kernel.metadata.shared, overlapped="wgmma.wait_group.sync.aligned 1;" in ptx,
-                     wgmma=ptx.count("wgmma.mma_async"))
-import mixarch.kernels.triton.lightning.gluon_state as S
+    out[name] = compile_variant(G._sweep, sig, consts, 4)
 for name, dtype, varlen, reverse in (("state", gl.bfloat16, False, False), ("state varlen", gl.bfloat16, True, False),
                                      ("state reverse", gl.float16, False, True)):
-    tn = "bf16" if dtype == gl.bfloat16 else "fp16"
-    box_a = gl.NVMMASharedLayout.get_default_for([S.CHUNK, 128], dtype)
-    box_b = gl.NVMMASharedLayout.get_default_for([S.CHUNK, S.TILE], dtype)
-    sig = {"a_desc": f"tensordesc<{tn}[{S.CHUNK},128],{box_a!r}>",
-           "b_desc": f"tensordesc<{tn}[{S.CHUNK},{S.TILE}],{box_b!r}>", "decay": "*fp32", "out": "*fp32",
-           "slot_start": "*i32", "slot_len": "*i32", "T": "i32", "NSEG": "i32", "SEG": "i32", "scale": "fp32"}
-    consts = dict(H=32, DA=128, DB=128, TB=S.TILE, C=S.CHUNK, STAGES=S.STAGES, BW_LAYOUT=box_b, REVERSE=reverse,
+    sig = {"a_desc": desc(dtype, S.CHUNK, 128), "b_desc": desc(dtype, S.CHUNK, S.TILE), "out": "*fp32"}
+    consts = dict(H=32, DA=128, DB=128, TB=S.TILE, C=S.CHUNK, STAGES=S.STAGES,
+                  BW_LAYOUT=gl.NVMMASharedLayout.get_default_for([S.CHUNK, S.TILE], dtype), REVERSE=reverse,
                   VARLEN=varlen, num_warps=S.WARPS)
-    if not varlen:
-        consts.update(slot_start=None, slot_len=None)
-    for key in consts:
-        sig[key] = "constexpr"
-    names = S._states.arg_names
-    src = GluonASTSource(S._states, sig, constexprs={(names.index(k),): v for k, v in consts.items()})
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=S.WARPS))
-    ptx = kernel.asm["ptx"]
-    out[name] = dict(shared=kernel.metadata.shared, overlapped="wgmma.wait_group.sync.aligned 1;" in ptx,
-                     wgmma=ptx.count("wgmma.mma_async"))
+    out[name] = compile_variant(S._states, sig, consts, S.WARPS)
 print(json.dumps(out))
 '''
 

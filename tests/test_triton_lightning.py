@@ -250,86 +250,44 @@ def test_gluon_sweep_is_taken_only_where_it_was_written_for(monkeypatch):
     assert not gluon_sweep.ready(q, k, v, CHUNK // 2, tile)
 
 
-def test_gluon_sweep_that_does_not_compile_falls_back_with_a_warning(monkeypatch):
-    """A Triton whose Gluon cannot compile the sweep (an API change) gets the Triton sweep, the same outputs, a
-    warning naming the Triton version, and no second attempt."""
-    from triton.compiler.errors import CompilationError
-
-    from mixarch.kernels.triton.lightning import gluon_sweep
-
-    q, k, v, decay, h0 = _inputs(1, CHUNK + 5, 2, 16, 16, 1, seed=97)
-    want = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
-    calls = []
-
-    def broken(*args):
-        calls.append(args)
-        raise CompilationError("def _sweep(): ...", None, "unsupported layout")
-
-    monkeypatch.setattr(gluon_sweep, "ENABLED", True)
-    monkeypatch.setattr(gluon_sweep, "ready", lambda *args: gluon_sweep.ENABLED)
-    monkeypatch.setattr(gluon_sweep, "sweep", broken)
-    with pytest.warns(RuntimeWarning, match="does not compile with Triton .*unsupported layout"):
-        got = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
-    assert not gluon_sweep.ENABLED
-    again = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
-    assert len(calls) == 1
-    for name, a, b, c in zip(("o", "final state", "entering states"), want, got, again):
-        assert torch.equal(a, b) and torch.equal(a, c), name
-
-
-def test_gluon_backward_that_does_not_compile_falls_back_with_a_warning(monkeypatch):
-    """The backward's Gluon sweeps fall back the same way: a warning, the Triton kernels' gradients, no second
-    attempt."""
-    from triton.compiler.errors import CompilationError
-
-    from mixarch.kernels.triton.lightning import gluon_sweep
-
-    q, k, v, decay, h0 = _inputs(1, CHUNK + 5, 2, 16, 16, 1, seed=98)
-    do = seeded_randn(v.shape, 99, device=DEVICE)
-    enter = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)[2]
-    want = chunk_bwd(q, k, v, decay, enter, do, None, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
-    calls = []
-
-    def broken(*args):
-        calls.append(args)
-        raise CompilationError("def _sweep(): ...", None, "unsupported layout")
-
-    monkeypatch.setattr(gluon_sweep, "ENABLED", True)
-    monkeypatch.setattr(gluon_sweep, "ready", lambda *args: gluon_sweep.ENABLED)
-    monkeypatch.setattr(gluon_sweep, "sweep_bwd", broken)
-    with pytest.warns(RuntimeWarning, match="does not compile with Triton .*unsupported layout"):
-        got = chunk_bwd(q, k, v, decay, enter, do, None, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
-    assert not gluon_sweep.ENABLED
-    again = chunk_bwd(q, k, v, decay, enter, do, None, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
-    assert len(calls) == 1
-    for name, a, b, c in zip(("dq", "dk", "dv", "dh0"), want, got, again):
-        assert torch.equal(a, b) and torch.equal(a, c), name
-
-
-def test_gluon_state_pass_that_does_not_compile_falls_back_with_a_warning(monkeypatch):
-    """The Gluon segment-state pass falls back the same way (and turns the Gluon sweeps off with it)."""
+@pytest.mark.parametrize("broken", ["gluon_sweep.sweep", "gluon_sweep.sweep_bwd", "gluon_state.segment_states"])
+def test_gluon_kernel_that_does_not_compile_falls_back_with_a_warning(monkeypatch, broken):
+    """A Triton whose Gluon cannot compile a Gluon kernel (an API change) gets the Triton kernels, the same
+    forward and backward results, a warning naming the Triton version, and no second attempt: a failing sweep,
+    backward sweep or state pass turns every Gluon kernel off."""
     from triton.compiler.errors import CompilationError
 
     from mixarch.kernels.triton.lightning import gluon_state, gluon_sweep
 
-    q, k, v, decay, h0 = _inputs(1, CHUNK + 7, 2, 16, 16, 1, seed=101)
-    want = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    q, k, v, decay, h0 = _inputs(1, CHUNK + 5, 2, 16, 16, 1, seed=97)
+    do = seeded_randn(v.shape, 99, device=DEVICE)
+
+    def both():
+        o, ht, enter = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+        return (o, ht, enter, *chunk_bwd(q, k, v, decay, enter, do, None, None, 0.3, CHUNK, 2 * CHUNK, direct=True))
+
+    want = both()
     calls = []
 
-    def broken(*args):
+    def fails(*args):
         calls.append(args)
-        raise CompilationError("def _states(): ...", None, "unsupported layout")
+        raise CompilationError("def _sweep(): ...", None, "unsupported layout")
 
+    module, name = broken.split(".")
     monkeypatch.setattr(gluon_sweep, "ENABLED", True)
-    monkeypatch.setattr(gluon_state, "ready", lambda *args: gluon_sweep.ENABLED)
-    monkeypatch.setattr(gluon_state, "segment_states", broken)
+    monkeypatch.setattr(gluon_sweep, "ready", lambda *args: gluon_sweep.ENABLED)
+    state_ready = module == "gluon_state"  # only the kernel under test is reached while Gluon is on
+    monkeypatch.setattr(gluon_state, "ready", lambda *args: state_ready and gluon_sweep.ENABLED)
+    if name == "sweep_bwd":  # the forward's sweep, reached first, stands aside
+        monkeypatch.setattr(gluon_sweep, "try_sweep", lambda *args: None)
+    monkeypatch.setattr(gluon_sweep if module == "gluon_sweep" else gluon_state, name, fails)
     with pytest.warns(RuntimeWarning, match="does not compile with Triton .*unsupported layout"):
-        got = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+        got = both()
     assert not gluon_sweep.ENABLED
-    again = chunk_fwd(q, k, v, decay, h0, None, 0.3, CHUNK, 2 * CHUNK, direct=True)
+    again = both()
     assert len(calls) == 1
-    for name, a, b, c in zip(("o", "final state", "entering states"), want, got, again):
-        assert torch.equal(a, b) and torch.equal(a, c), name
+    for label, a, b, c in zip(("o", "final state", "entering states", "dq", "dk", "dv", "dh0"), want, got, again):
+        assert torch.equal(a, b) and torch.equal(a, c), label
 
 
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")

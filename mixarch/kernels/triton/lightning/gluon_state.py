@@ -25,6 +25,7 @@ if gluon is not None:
     from mixarch.kernels.triton.lightning.gluon_sweep import (
         LOG2E,
         TensorDescriptor,
+        _program,
         _sync,
         fence_async_shared,
         gl,
@@ -55,18 +56,7 @@ if gluon is not None:
         """``out[j, h, :, tile]`` (fp32 ``[n_slots, H, DA, DB]``) for one segment slot and head: ``_segment_state``'s
         program (same grid with ``TB`` columns), a / b ``[rows, H * D]`` descriptors with ``[C, DA]`` / ``[C, TB]``
         boxes."""
-        n_tiles: gl.constexpr = DB // TB
-        pid = gl.program_id(0)
-        h = gl.program_id(1)
-        j = pid // n_tiles
-        tile = pid % n_tiles
-        if VARLEN:
-            g0 = gl.load(slot_start + j)
-            n = gl.load(slot_len + j)
-        else:
-            s = j % NSEG
-            g0 = (j // NSEG) * T + s * SEG
-            n = gl.minimum(SEG, T - s * SEG)
+        j, h, tile, g0, n = _program(slot_start, slot_len, T, NSEG, SEG, DB // TB, VARLEN)
         n_chunks = gl.cdiv(n, C)
         col_a = h * DA
         col_b = h * DB + tile * TB

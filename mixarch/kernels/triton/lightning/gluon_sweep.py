@@ -77,6 +77,21 @@ if gluon is not None:
             gl.barrier()
 
     @gluon.jit
+    def _program(slot_start, slot_len, T, NSEG, SEG, N_TILES: gl.constexpr, VARLEN: gl.constexpr):
+        """This program's segment slot ``j``, head, column tile and the slot's first token and length (the
+        grid of :func:`~.chunk._program`: ``N_TILES`` neighbouring programs per slot, heads on axis 1)."""
+        pid = gl.program_id(0)
+        j = pid // N_TILES
+        if VARLEN:
+            g0 = gl.load(slot_start + j)
+            n = gl.load(slot_len + j)
+        else:
+            s = j % NSEG
+            g0 = (j // NSEG) * T + s * SEG
+            n = gl.minimum(SEG, T - s * SEG)
+        return j, gl.program_id(1), pid % N_TILES, g0, n
+
+    @gluon.jit
     def _load_chunk(q_desc, k_desc, v_desc, row, col_q, col_v, bar, q_s, k_s, v_s, NBYTES: gl.constexpr):
         mbarrier.expect(bar, NBYTES)
         tma.async_copy_global_to_shared(q_desc, [row, col_q], bar, q_s)
@@ -95,18 +110,7 @@ if gluon is not None:
         ``STATE_T`` reads the state slice transposed (``enter[j, h]`` is ``[TV-tiled dim, DK]`` there),
         ``REVERSE`` visits the chunks last to first with the transposed decay matrix, weighs the state term by
         ``lambda^(L-1-r)`` and the update by ``scale lambda^(r+1)`` (the forward: the other way round)."""
-        n_tiles: gl.constexpr = DV // TV
-        pid = gl.program_id(0)
-        h = gl.program_id(1)
-        j = pid // n_tiles
-        tile = pid % n_tiles
-        if VARLEN:
-            g0 = gl.load(slot_start + j)
-            n = gl.load(slot_len + j)
-        else:
-            s = j % NSEG
-            g0 = (j // NSEG) * T + s * SEG
-            n = gl.minimum(SEG, T - s * SEG)
+        j, h, tile, g0, n = _program(slot_start, slot_len, T, NSEG, SEG, DV // TV, VARLEN)
         n_chunks = gl.cdiv(n, C)
         col_q = h * DK
         col_v = h * DV + tile * TV
