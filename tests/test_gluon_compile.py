@@ -3,7 +3,8 @@ on any machine.
 
 Gluon has no interpreter, so on a CPU its kernel never runs; this compiles it to PTX for a Hopper target (in a
 subprocess without ``TRITON_INTERPRET``) for each variant the forward launches, so that an API change of Gluon or an
-edit of the kernel fails in CI rather than first on a GPU (the forward, and the backward's dq / dk / dv sweeps). It also checks what the kernel is for: a chunk's
+edit of the kernel fails in CI rather than first on a GPU (the forward, and the backward's dq / dk / dv sweeps, with one
+warpgroup per program and with two). It also checks what the kernel is for: a chunk's
 matmuls are waited on with one still in flight (``wgmma.wait_group 1``), and the shared memory leaves room for two
 programs per multiprocessor (one for the state pass). (Their results are tested on GPUs: ``tests/test_triton_lightning.py``.)
 """
@@ -53,15 +54,16 @@ out = {}
 SWEEPS = (("bf16", gl.bfloat16, False, False, False), ("bf16 varlen", gl.bfloat16, True, False, False),
           ("fp16", gl.float16, False, False, False), ("dq", gl.bfloat16, False, False, True),
           ("dk", gl.bfloat16, True, True, True), ("dv", gl.float16, False, True, False))
-for name, dtype, varlen, reverse, state_t in SWEEPS:
-    tn = "bf16" if dtype == gl.bfloat16 else "fp16"
-    sig = {"q_desc": desc(dtype, G.CHUNK, 128), "k_desc": desc(dtype, G.CHUNK, 128),
-           "v_desc": desc(dtype, G.CHUNK, G.TILE), "o_desc": desc(dtype, G.CHUNK, G.TILE), "enter": "*fp32",
-           "o_ptr": f"*{tn}"}
-    consts = dict(H=32, DK=128, DV=128, TV=G.TILE, C=G.CHUNK, STAGES=G.STAGES,
-                  P_LAYOUT=gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.CHUNK], dtype),
-                  VARLEN=varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4)
-    out[name] = compile_variant(G._sweep, sig, consts, 4)
+for wg in (1, 2):  # warpgroups per program (2: gluon_sweep.WIDE)
+    for name, dtype, varlen, reverse, state_t in SWEEPS:
+        tn, tv = ("bf16" if dtype == gl.bfloat16 else "fp16"), wg * G.TILE
+        sig = {"q_desc": desc(dtype, G.CHUNK, 128), "k_desc": desc(dtype, G.CHUNK, 128),
+               "v_desc": desc(dtype, G.CHUNK, tv), "o_desc": desc(dtype, G.CHUNK, tv), "enter": "*fp32",
+               "o_ptr": f"*{tn}"}
+        consts = dict(H=32, DK=128, DV=128, TV=tv, C=G.CHUNK, STAGES=G.WIDE_STAGES if wg == 2 else G.STAGES,
+                      P_LAYOUT=gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.CHUNK], dtype),
+                      VARLEN=varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4 * wg)
+        out[name + (" wide" if wg == 2 else "")] = compile_variant(G._sweep, sig, consts, 4 * wg)
 for name, dtype, varlen, reverse in (("state", gl.bfloat16, False, False), ("state varlen", gl.bfloat16, True, False),
                                      ("state reverse", gl.float16, False, True)):
     sig = {"a_desc": desc(dtype, S.CHUNK, 128), "b_desc": desc(dtype, S.CHUNK, S.TILE), "out": "*fp32"}
@@ -79,9 +81,11 @@ def test_gluon_sweep_compiles_for_hopper():
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
-    assert set(results) == {"bf16", "bf16 varlen", "fp16", "dq", "dk", "dv", "state", "state varlen", "state reverse"}
+    sweeps = {"bf16", "bf16 varlen", "fp16", "dq", "dk", "dv"}
+    assert set(results) == sweeps | {s + " wide" for s in sweeps} | {"state", "state varlen", "state reverse"}
     for name, got in results.items():
         assert got["overlapped"], f"{name}: no wgmma wait with one group in flight"
         assert got["wgmma"] > 0, name
-        per_sm = 1 if name.startswith("state") else 2  # the state pass: one program of 8 warps per multiprocessor
+        # the state pass and the wide sweep: one program of 8 warps per multiprocessor
+        per_sm = 1 if name.startswith("state") or name.endswith("wide") else 2
         assert per_sm * (got["shared"] + 1024) <= 228 * 1024, f"{name}: {got['shared']} bytes of shared memory"

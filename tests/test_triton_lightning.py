@@ -291,17 +291,20 @@ def test_gluon_kernel_that_does_not_compile_falls_back_with_a_warning(monkeypatc
 
 
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
+@pytest.mark.parametrize("wide", [False, True], ids=["one-warpgroup", "wide"])
 @pytest.mark.parametrize("dv", [64, 128])
 @pytest.mark.parametrize("case", ["dense", "varlen"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv):
+def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv, wide):
     """On a Hopper GPU the Gluon sweep gives ``_chunk_fwd``'s o bit for bit (same tiles, same matmuls), with
     partial chunks and segments, batches, packed sequences (empty and length-1 ones) and initial states; and o
-    matches the fp64 reference."""
+    matches the fp64 reference. ``wide``: two warpgroups per program (:data:`~.gluon_sweep.WIDE`; ``Dv = 64``
+    keeps one)."""
     from mixarch.kernels.triton.lightning import chunk, gluon_sweep
 
     if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
         pytest.skip("the Gluon sweep is for compute capability 9.x with Gluon available")
+    monkeypatch.setattr(gluon_sweep, "WIDE", wide)
     h, scale = 3, 0.3
     if case == "dense":
         b, lengths = 2, None
@@ -326,16 +329,19 @@ def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv):
 
 
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
+@pytest.mark.parametrize("wide", [False, True], ids=["one-warpgroup", "wide"])
 @pytest.mark.parametrize("case", ["dense", "varlen"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case):
+def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case, wide):
     """On a Hopper GPU the Gluon sweeps of the backward (dq forward from the entering states; dk, dv backward
-    from the state gradients) give the Triton kernels' dq, dk, dv bit for bit, and match the fp64 reference."""
+    from the state gradients) give the Triton kernels' dq, dk, dv bit for bit, and match the fp64 reference;
+    with one or two warpgroups per program."""
     from mixarch.kernels.triton.lightning import gluon_sweep
 
     if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
         pytest.skip("the Gluon sweeps are for compute capability 9.x with Gluon available")
     monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)
+    monkeypatch.setattr(gluon_sweep, "WIDE", wide)
     h, scale = 3, 0.3
     lengths = None if case == "dense" else [1, 0, 3 * CHUNK + 5, CHUNK, 2 * CHUNK - 1, 1]
     b, t = (2, 5 * CHUNK + 17) if lengths is None else (1, sum(lengths))
@@ -422,6 +428,7 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     b = 1 if varlen else data.draw(st.sampled_from([1, 2]), label="B")
     segment = data.draw(st.sampled_from([CHUNK, 2 * CHUNK, 4 * CHUNK]), label="segment")
     strength = data.draw(st.sampled_from([0.1, 1.0, 4.0]), label="decay strength")
+    wide = data.draw(st.booleans(), label="two warpgroups per program")
     cu = None if lengths is None else cu_seqlens_from(lengths).to(DEVICE)
     n = b if cu is None else len(lengths)
     q, k, v, decay, h0 = _inputs(b, t, h, 128, dv, n, seed, dtype=dtype, strength=strength)
@@ -429,9 +436,10 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     dht = seeded_randn(h0.shape, seed + 6, device=DEVICE)
     taken = []
     outs = {}
-    saved = gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd
+    saved = (gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd,
+             gluon_sweep.WIDE)
     try:
-        gluon_sweep.MIN_TOKEN_HEADS = 0
+        gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.WIDE = 0, wide
         gluon_sweep.sweep = lambda *a: taken.append("fwd") or saved[2](*a)
         gluon_sweep.sweep_bwd = lambda *a: taken.append("bwd") or saved[3](*a)
         for enabled in (True, False):
@@ -440,7 +448,8 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
             grads = chunk_bwd(q, k, v, decay, enter, do, dht, cu, 0.3, CHUNK, segment, direct=True)
             outs[enabled] = (o, ht, *grads)
     finally:
-        gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd = saved
+        (gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd,
+         gluon_sweep.WIDE) = saved
     assert taken == ["fwd"] + (["bwd"] if dv == 128 else [])  # the backward's sweeps need Dk = Dv
     names = ("o", "final state", "dq", "dk", "dv", "dh0")
     for name, got, want in zip(names, outs[True], outs[False]):

@@ -63,6 +63,12 @@ MIN_TOKEN_HEADS = 1 << 21
 #: tokens per chunk, state columns per program, pipeline stages (two programs per multiprocessor: ~113 KB of
 #: shared memory each; three stages leave one and were slower)
 CHUNK, TILE, STAGES = 64, 64, 2
+#: one program of two warpgroups per (segment slot, head) over 128 state columns, 64 per warpgroup, instead of two
+#: programs of one (``Dv`` a multiple of 128): the halves share each chunk's q and k tiles in shared memory and
+#: split ``q k^T`` by keys (12 instead of 14 units of matmul per chunk). Off until measured on a GPU
+#: (``bench/lightning_wide_ab.py``); compiled for sm_90: 255 registers, no spills, 131 KB of shared memory at two
+#: stages (:data:`WIDE_STAGES`), one program per multiprocessor.
+WIDE, WIDE_STAGES = False, 2
 
 if gluon is not None:
     LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -117,7 +123,11 @@ if gluon is not None:
         dt: gl.constexpr = q_desc.dtype
 
         mma_c: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                        instr_shape=[16, C, 16])  # [C, C], [TV, C]
+                                                        instr_shape=[16, C, 16])  # X, o^T [TV, C]
+        # P [C, C]: with two warpgroups (TV = 128, 8 warps) each computes half of P's key columns
+        WG: gl.constexpr = num_warps // 4
+        mma_p: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, WG],
+                                                        instr_shape=[16, C // WG, 16])
         mma_u: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                         instr_shape=[16, DK, 16])  # U [TV, DK]
         a_c: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_c, k_width=2)  # U as A of X
@@ -127,12 +137,13 @@ if gluon is not None:
         blk_t: gl.constexpr = gl.BlockedLayout([8, 1], [8, 4], [1, num_warps], [0, 1])  # o^T, v contiguous
 
         s2 = gl.load(decay + h) * LOG2E
-        r = gl.arange(0, C, layout=gl.SliceLayout(1, mma_c))  # query rows of P
-        cc = gl.arange(0, C, layout=gl.SliceLayout(0, mma_c))  # key columns of P; query columns of X, o^T
+        r = gl.arange(0, C, layout=gl.SliceLayout(1, mma_p))  # query rows of P
+        cp = gl.arange(0, C, layout=gl.SliceLayout(0, mma_p))  # key columns of P
+        cc = gl.arange(0, C, layout=gl.SliceLayout(0, mma_c))  # query columns of X, o^T
         if REVERSE:
-            diff = cc[None, :] - r[:, None]
+            diff = cp[None, :] - r[:, None]
         else:
-            diff = r[:, None] - cc[None, :]
+            diff = r[:, None] - cp[None, :]
         dmat = gl.where(diff >= 0, scale * gl.exp2(-diff.to(gl.float32) * s2), 0.0)
         qdec = scale * gl.exp2(-(cc + 1).to(gl.float32) * s2)
         ta = gl.arange(0, C, layout=gl.SliceLayout(0, a_u))  # token columns of (w v)^T
@@ -167,7 +178,8 @@ if gluon is not None:
                 _load_chunk(q_desc, k_desc, v_desc, first, col_q, col_v, bars.index(i), q_s.index(i),
                             k_s.index(i), v_s.index(i), NBYTES)
 
-        zero = gl.zeros([C, C], gl.float32, layout=mma_c)
+        zero_p = gl.zeros([C, C], gl.float32, layout=mma_p)
+        zero_x = gl.zeros([TV, C], gl.float32, layout=mma_c)
         u_a = gl.convert_layout(U.to(dt), a_c)
         for it in range(n_chunks):
             st = it % STAGES
@@ -187,8 +199,8 @@ if gluon is not None:
                 vs_.store(gl.where((rv < length)[:, None], vv, gl.zeros_like(vv)))
                 fence_async_shared()
                 _sync()
-            qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero, use_acc=False, is_async=True)
-            X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero_p, use_acc=False, is_async=True)
+            X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero_x, use_acc=False, is_async=True)
             if REVERSE:  # the update weighs rows by scale lambda^(r+1), the state term by lambda^(L-1-r)
                 w = gl.where(ta < length, scale * gl.exp2(-(ta + 1).to(gl.float32) * s2), 0.0)
                 w_out = gl.where(cc < length, gl.exp2(-(length - 1 - cc).to(gl.float32) * s2), 0.0)
@@ -264,18 +276,20 @@ def _launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tens
     role of v (its columns tiled by :data:`TILE`); returns the ``[B, T, H, Dc]`` output."""
     bs, t, h, da = a.shape
     dc = c.shape[-1]
-    box_ab, box_c = smem_layout(CHUNK, da, a.dtype), smem_layout(CHUNK, TILE, a.dtype)
+    wg = 2 if WIDE and dc % (2 * TILE) == 0 else 1  # warpgroups per program, TILE state columns each
+    tv = wg * TILE
+    box_ab, box_c = smem_layout(CHUNK, da, a.dtype), smem_layout(CHUNK, tv, a.dtype)
     out = torch.empty(bs, t, h, dc, dtype=a.dtype, device=a.device)
     descs = [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
              for x2, box, lay in ((a.view(bs * t, h * da), [CHUNK, da], box_ab),
                                   (b.view(bs * t, h * da), [CHUNK, da], box_ab),
-                                  (c.view(bs * t, h * dc), [CHUNK, TILE], box_c),
-                                  (out.view(bs * t, h * dc), [CHUNK, TILE], box_c))]
-    _sweep[((dc // TILE) * layout.n_slots, h)](
+                                  (c.view(bs * t, h * dc), [CHUNK, tv], box_c),
+                                  (out.view(bs * t, h * dc), [CHUNK, tv], box_c))]
+    _sweep[((dc // tv) * layout.n_slots, h)](
         *descs, decay, state, out, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
-        H=h, DK=da, DV=dc, TV=TILE, C=CHUNK, STAGES=STAGES,
+        H=h, DK=da, DV=dc, TV=tv, C=CHUNK, STAGES=WIDE_STAGES if wg == 2 else STAGES,
         P_LAYOUT=smem_layout(CHUNK, CHUNK, a.dtype), VARLEN=layout.varlen,
-        REVERSE=reverse, STATE_T=state_t, num_warps=4)
+        REVERSE=reverse, STATE_T=state_t, num_warps=4 * wg)
     return out
 
 
