@@ -4,7 +4,7 @@
 # ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-#   bash bench/gpu_session.sh [STEP ...]         # steps: tests lightning sweep infllm infllm_profile pdl wide ab tma_ab eager_ab e2e
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests gluon_tests lightning sweep infllm infllm_profile pdl wide ab tma_ab eager_ab e2e
 #                                                # (default: tests lightning infllm e2e)
 #
 # The limits add up to about 28 minutes; a device call allows 10, so split the steps over calls (e.g.
@@ -12,6 +12,7 @@
 #
 # tests: the Triton kernel tests and the full conformance matrix (fp32, bf16, fp16) with CUDA_LAUNCH_BLOCKING=1,
 #        so an illegal memory access fails the test whose kernel made it (not a later test of the same worker).
+# gluon_tests: only the Gluon Lightning tests (every WIDE / ORDER variant bit for bit against the Triton kernels).
 # lightning / infllm: bench/lightning.py (128K first) and bench/infllm_v2.py. fla autotunes dozens of configs per
 #        kernel at its first call, compiled one after another (minutes on a fresh machine), so lightning runs
 #        without fla unless WITH_FLA=1, which first compiles them in 14 processes (bench/fla_precompile.py, ~80 s).
@@ -47,9 +48,11 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run, keep the log, print its tai
 nvidia-smi -L
 for s in "${steps[@]}"; do
     case $s in
-        tests) CUDA_LAUNCH_BLOCKING=1 step tests 450 python3 -m pytest -q -n 8 -p no:cacheprovider \
+        tests) CUDA_LAUNCH_BLOCKING=1 step tests 540 python3 -m pytest -q -n 8 -p no:cacheprovider \
                    tests/test_triton_lightning.py tests/test_triton_infllm_v2.py tests/test_kernel_conformance.py \
                    tests/test_triton_mutation_analysis.py ;;
+        gluon_tests) CUDA_LAUNCH_BLOCKING=1 step gluon_tests 300 python3 -m pytest -q -n 8 -p no:cacheprovider \
+                         tests/test_triton_lightning.py -k gluon ;;
         lightning) if [ "${WITH_FLA:-0}" = 1 ]; then
                        fla=()
                        step fla_precompile 210 python3 bench/fla_precompile.py 14
@@ -62,7 +65,7 @@ for s in "${steps[@]}"; do
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
         infllm_profile) step infllm_profile 240 python3 bench/infllm_v2_profile.py --sweep ;;
         pdl) step pdl 150 python3 bench/pdl_ab.py ;;
-        wide) step wide 200 python3 bench/lightning_wide_ab.py ;;
+        wide) step wide 300 python3 bench/lightning_wide_ab.py ;;
         ab) step decode_split 120 python3 bench/decode_split_sweep.py
             step window_ab 240 python3 bench/window_ab.py ;;
         tma_ab) step tma_ab 200 python3 bench/tma_ab.py
@@ -71,6 +74,6 @@ for s in "${steps[@]}"; do
                   step lightning_host 120 python3 bench/lightning_host.py ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
-        *) echo "unknown step $s (tests, lightning, sweep, infllm, infllm_profile, pdl, wide, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
+        *) echo "unknown step $s (tests, gluon_tests, lightning, sweep, infllm, infllm_profile, pdl, wide, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
     esac
 done

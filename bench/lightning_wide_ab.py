@@ -1,10 +1,11 @@
-"""Lightning Gluon sweep: two warpgroups per program over 128 state columns (``gluon_sweep.WIDE``, two or three
-pipeline stages) against the committed one-warpgroup program over 64, same process, on a Hopper GPU.
+"""Lightning Gluon sweep variants against the committed kernel, same process, on a Hopper GPU: two warpgroups per
+program over 128 state columns (``gluon_sweep.WIDE``, two or three pipeline stages) against one over 64, and the
+issue orders of a chunk's matmuls (``gluon_sweep.ORDER``).
 
     python bench/lightning_wide_ab.py
 
 First bit-identity on odd shapes (partial chunks and segments, packed sequences, fp16): o of the forward sweep
-and dq, dk, dv of the backward's, wide against one warpgroup. Then B = 1, 32 heads of 128, bf16, T = 128K and
+and dq, dk, dv of the backward's, every variant against the committed one. Then B = 1, 32 heads of 128, bf16, T = 128K and
 32K: do_bench medians (``bench/timing.py``) of the sweep alone, the whole forward and the whole backward, the
 variants alternating three times.
 """
@@ -20,13 +21,22 @@ from mixarch.kernels.triton.lightning import gluon_sweep as G
 from mixarch.ops.lightning import alibi_slopes
 
 H, D = 32, 128
-#: (WIDE, WIDE_STAGES); the first is the committed configuration
-VARIANTS = [(False, 2), (True, 2), (True, 3)]
+#: (WIDE, WIDE_STAGES, ORDER); the first is the committed configuration
+VARIANTS = [(False, 2, 0), (True, 2, 0), (True, 3, 0), (False, 2, 1), (False, 2, 2), (True, 2, 1), (True, 2, 2),
+            (True, 3, 1)]
 
 
 def _set(variant) -> str:
-    G.WIDE, G.WIDE_STAGES = variant
-    return f"wide/{variant[1]} stages" if variant[0] else "one warpgroup"
+    G.WIDE, G.WIDE_STAGES, G.ORDER = variant
+    return (f"wide/{variant[1]} stages" if variant[0] else "one warpgroup") + f"/order {variant[2]}"
+
+
+def _gluon_ran() -> bool:
+    """Whether the Gluon kernels ran since the last call: a variant that does not compile turns them off (after a
+    warning) and the Triton kernels run instead, which would pass for a bit-identical, slower variant."""
+    ran = G.ENABLED
+    G.ENABLED = True
+    return ran
 
 
 def identity() -> None:
@@ -45,14 +55,21 @@ def identity() -> None:
         runs = []
         for variant in VARIANTS:
             name = _set(variant)
-            o, _, enter = C.chunk_fwd(q, k, v, decay, None, cu, 0.3, C.CHUNK, 2 * C.CHUNK, direct=True)
-            runs.append((name, o, *C.chunk_bwd(q, k, v, decay, enter, do, None, cu, 0.3, C.CHUNK, 2 * C.CHUNK,
-                                               direct=True)[:3]))
-        _set(VARIANTS[0])
-        for name, *outs in runs[1:]:
-            same = [torch.equal(x, y) for x, y in zip(outs, runs[0][1:])]
-            print(f"B={b} T={t} {'varlen ' if cu is not None else ''}{str(dtype)[6:]} {name}: o, dq, dk, dv "
-                  f"bit-identical to one warpgroup: {same}", flush=True)
+            try:
+                o, _, enter = C.chunk_fwd(q, k, v, decay, None, cu, 0.3, C.CHUNK, 2 * C.CHUNK, direct=True)
+                grads = C.chunk_bwd(q, k, v, decay, enter, do, None, cu, 0.3, C.CHUNK, 2 * C.CHUNK, direct=True)
+                runs.append((name, _gluon_ran(), o, *grads[:3]))
+            except Exception as err:  # noqa: BLE001 - a variant that fails is reported, not fatal
+                runs.append((name, f"failed: {type(err).__name__}: {str(err)[:160]}"))
+            finally:
+                _set(VARIANTS[0])
+        label = f"B={b} T={t} {'varlen ' if cu is not None else ''}{str(dtype)[6:]}"
+        for name, ran, *outs in runs[1:]:
+            if ran is not True:
+                print(f"{label} {name}: {ran or 'Gluon did not compile, the Triton kernels ran'}", flush=True)
+                continue
+            same = [torch.equal(x, y) for x, y in zip(outs, runs[0][2:])]
+            print(f"{label} {name}: o, dq, dk, dv bit-identical to the committed variant: {same}", flush=True)
 
 
 def ab(t: int, gen: torch.Generator) -> None:
@@ -74,8 +91,9 @@ def ab(t: int, gen: torch.Generator) -> None:
         for variant in VARIANTS:
             _set(variant)
             try:
-                times[variant].append(f"{time_ms(lambda: G.sweep(q, k, v, decay, enter, lay, scale), False):.3f} / "
-                                      f"{time_ms(fwd, False):.3f} / {time_ms(bwd, False):.3f}")
+                got = (f"{time_ms(lambda: G.sweep(q, k, v, decay, enter, lay, scale), False):.3f} / "
+                       f"{time_ms(fwd, False):.3f} / {time_ms(bwd, False):.3f}")
+                times[variant].append(got if _gluon_ran() else "Gluon did not compile")
             except Exception as err:  # noqa: BLE001 - a variant that does not fit is reported, not fatal
                 times[variant].append(f"failed: {type(err).__name__}: {str(err)[:120]}")
             finally:

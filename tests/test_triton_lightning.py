@@ -34,6 +34,10 @@ from mixarch.plugins import get_host  # noqa: E402
 from mixarch.testing.compare import assert_close, assert_close_rel  # noqa: E402
 from mixarch.testing.strategies import compositions, cu_seqlens_from, seeded_randn  # noqa: E402
 
+#: (gluon_sweep.WIDE, gluon_sweep.ORDER) variants of the Gluon sweep that the GPU tests compare bit for bit
+SWEEP_VARIANTS = [(False, 0), (True, 0), (False, 1), (True, 1), (False, 2), (True, 2)]
+SWEEP_VARIANT_IDS = [f"{'wide' if w else 'one-warpgroup'}-order{o}" for w, o in SWEEP_VARIANTS]
+
 DEVICE = "cuda" if CUDA else "cpu"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16] if CUDA else [torch.float32]
 
@@ -291,20 +295,21 @@ def test_gluon_kernel_that_does_not_compile_falls_back_with_a_warning(monkeypatc
 
 
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
-@pytest.mark.parametrize("wide", [False, True], ids=["one-warpgroup", "wide"])
+@pytest.mark.parametrize("wide,order", SWEEP_VARIANTS, ids=SWEEP_VARIANT_IDS)
 @pytest.mark.parametrize("dv", [64, 128])
 @pytest.mark.parametrize("case", ["dense", "varlen"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv, wide):
+def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv, wide, order):
     """On a Hopper GPU the Gluon sweep gives ``_chunk_fwd``'s o bit for bit (same tiles, same matmuls), with
     partial chunks and segments, batches, packed sequences (empty and length-1 ones) and initial states; and o
-    matches the fp64 reference. ``wide``: two warpgroups per program (:data:`~.gluon_sweep.WIDE`; ``Dv = 64``
-    keeps one)."""
+    matches the fp64 reference; with one or two warpgroups per program (:data:`~.gluon_sweep.WIDE`; ``Dv = 64``
+    keeps one) and in every issue order of a chunk's matmuls (:data:`~.gluon_sweep.ORDER`)."""
     from mixarch.kernels.triton.lightning import chunk, gluon_sweep
 
     if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
         pytest.skip("the Gluon sweep is for compute capability 9.x with Gluon available")
     monkeypatch.setattr(gluon_sweep, "WIDE", wide)
+    monkeypatch.setattr(gluon_sweep, "ORDER", order)
     h, scale = 3, 0.3
     if case == "dense":
         b, lengths = 2, None
@@ -329,19 +334,20 @@ def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv, wide)
 
 
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
-@pytest.mark.parametrize("wide", [False, True], ids=["one-warpgroup", "wide"])
+@pytest.mark.parametrize("wide,order", SWEEP_VARIANTS, ids=SWEEP_VARIANT_IDS)
 @pytest.mark.parametrize("case", ["dense", "varlen"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case, wide):
+def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case, wide, order):
     """On a Hopper GPU the Gluon sweeps of the backward (dq forward from the entering states; dk, dv backward
     from the state gradients) give the Triton kernels' dq, dk, dv bit for bit, and match the fp64 reference;
-    with one or two warpgroups per program."""
+    with one or two warpgroups per program, in every issue order."""
     from mixarch.kernels.triton.lightning import gluon_sweep
 
     if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
         pytest.skip("the Gluon sweeps are for compute capability 9.x with Gluon available")
     monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)
     monkeypatch.setattr(gluon_sweep, "WIDE", wide)
+    monkeypatch.setattr(gluon_sweep, "ORDER", order)
     h, scale = 3, 0.3
     lengths = None if case == "dense" else [1, 0, 3 * CHUNK + 5, CHUNK, 2 * CHUNK - 1, 1]
     b, t = (2, 5 * CHUNK + 17) if lengths is None else (1, sum(lengths))
@@ -429,6 +435,7 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     segment = data.draw(st.sampled_from([CHUNK, 2 * CHUNK, 4 * CHUNK]), label="segment")
     strength = data.draw(st.sampled_from([0.1, 1.0, 4.0]), label="decay strength")
     wide = data.draw(st.booleans(), label="two warpgroups per program")
+    order = data.draw(st.sampled_from([0, 1, 2]), label="issue order")
     cu = None if lengths is None else cu_seqlens_from(lengths).to(DEVICE)
     n = b if cu is None else len(lengths)
     q, k, v, decay, h0 = _inputs(b, t, h, 128, dv, n, seed, dtype=dtype, strength=strength)
@@ -437,9 +444,9 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     taken = []
     outs = {}
     saved = (gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd,
-             gluon_sweep.WIDE)
+             gluon_sweep.WIDE, gluon_sweep.ORDER)
     try:
-        gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.WIDE = 0, wide
+        gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.WIDE, gluon_sweep.ORDER = 0, wide, order
         gluon_sweep.sweep = lambda *a: taken.append("fwd") or saved[2](*a)
         gluon_sweep.sweep_bwd = lambda *a: taken.append("bwd") or saved[3](*a)
         for enabled in (True, False):
@@ -449,7 +456,7 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
             outs[enabled] = (o, ht, *grads)
     finally:
         (gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd,
-         gluon_sweep.WIDE) = saved
+         gluon_sweep.WIDE, gluon_sweep.ORDER) = saved
     assert taken == ["fwd"] + (["bwd"] if dv == 128 else [])  # the backward's sweeps need Dk = Dv
     names = ("o", "final state", "dq", "dk", "dv", "dh0")
     for name, got, want in zip(names, outs[True], outs[False]):

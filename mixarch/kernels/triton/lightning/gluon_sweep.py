@@ -7,10 +7,13 @@ reads from shared memory, every chunk's state update goes through a shared-memor
 next chunk can use it. This kernel computes the same products from the same tiles with the state kept transposed,
 ``U = S^T`` ``[TV, Dk]``, as the A operand in registers. Per chunk:
 
-1. ``P = (q k^T) * D`` and ``X = U q^T`` (``= (q S)^T``) are issued together; P goes to shared memory.
+1. ``P = (q k^T) * D`` and ``X = U q^T`` (``= (q S)^T``) are issued; P goes to shared memory.
 2. The state update ``U = lambda^L U + (w v)^T k`` (``(w v)^T``: v's tile loaded transposed and weighed in
    registers) and ``o^T = v^T P^T + X * scale lambda^(r+1)`` are issued together.
 3. o^T goes out through shared memory and a TMA store (a masked store for a segment's partial last chunk).
+
+(:data:`ORDER` picks the order the matmuls of steps 1 and 2 are issued in; :data:`WIDE` gives a program two
+warpgroups over 128 state columns.)
 
 Tiles of q, k and v arrive by TMA two chunks ahead. On an H200 at T = 128K (B = 1, 32 heads of 128, bf16) the sweep
 takes ~1.2 ms against ~1.6 ms for ``_chunk_fwd`` (docs/benchmarks.md; 1.25-1.3 ms with the state in shared
@@ -69,6 +72,12 @@ CHUNK, TILE, STAGES = 64, 64, 2
 #: (``bench/lightning_wide_ab.py``); compiled for sm_90: 255 registers, no spills, 131 KB of shared memory at two
 #: stages (:data:`WIDE_STAGES`), one program per multiprocessor.
 WIDE, WIDE_STAGES = False, 2
+#: the order a chunk's matmuls are issued in (the same products, bit-identical results). 0: ``q k^T`` then ``X``,
+#: the state update once P is made; as compiled for sm_90, ptxas makes ``q k^T`` finish before ``X`` is issued
+#: (warning C7517: the A operand of ``X`` is packed after ``q k^T`` is issued). 1: ``X`` then ``q k^T`` back to
+#: back, no injected wait. 2: the state update, ``X``, ``q k^T`` back to back, one wait for all three. 0 was
+#: measured (docs/benchmarks.md); 1 and 2 are not yet (``bench/lightning_wide_ab.py``).
+ORDER = 0
 
 if gluon is not None:
     LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -105,10 +114,23 @@ if gluon is not None:
         tma.async_copy_global_to_shared(v_desc, [row, col_v], bar, v_s)
 
     @gluon.jit
+    def _update_operand(vs_, ta, cc, length, s2, scale, qdec, a_u: gl.constexpr, dt: gl.constexpr,
+                        REVERSE: gl.constexpr):
+        """``(w v)^T`` (the state update's A operand: the chunk's v tile transposed, token columns weighed) and
+        the row weights of the state term of o, for a chunk of ``length`` tokens."""
+        if REVERSE:  # the update weighs rows by scale lambda^(r+1), the state term by lambda^(L-1-r)
+            w = gl.where(ta < length, scale * gl.exp2(-(ta + 1).to(gl.float32) * s2), 0.0)
+            w_out = gl.where(cc < length, gl.exp2(-(length - 1 - cc).to(gl.float32) * s2), 0.0)
+        else:
+            w = gl.where(ta < length, gl.exp2(-(length - 1 - ta).to(gl.float32) * s2), 0.0)
+            w_out = qdec
+        return (vs_.permute((1, 0)).load(a_u).to(gl.float32) * w[None, :]).to(dt), w_out
+
+    @gluon.jit
     def _sweep(q_desc, k_desc, v_desc, o_desc, decay, enter, o_ptr, slot_start, slot_len, T, NSEG, SEG, scale,
                H: gl.constexpr, DK: gl.constexpr, DV: gl.constexpr, TV: gl.constexpr, C: gl.constexpr,
                STAGES: gl.constexpr, P_LAYOUT: gl.constexpr, VARLEN: gl.constexpr, REVERSE: gl.constexpr,
-               STATE_T: gl.constexpr, num_warps: gl.constexpr):
+               STATE_T: gl.constexpr, ORDER: gl.constexpr, num_warps: gl.constexpr):
         """``TV`` columns of o for one segment slot and head: ``_chunk_fwd``'s program (same grid, same
         results), q / k / v / o ``[rows, H * D]`` descriptors with ``[C, DK]`` / ``[C, TV]`` boxes.
 
@@ -199,25 +221,39 @@ if gluon is not None:
                 vs_.store(gl.where((rv < length)[:, None], vv, gl.zeros_like(vv)))
                 fence_async_shared()
                 _sync()
-            qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero_p, use_acc=False, is_async=True)
-            X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero_x, use_acc=False, is_async=True)
-            if REVERSE:  # the update weighs rows by scale lambda^(r+1), the state term by lambda^(L-1-r)
-                w = gl.where(ta < length, scale * gl.exp2(-(ta + 1).to(gl.float32) * s2), 0.0)
-                w_out = gl.where(cc < length, gl.exp2(-(length - 1 - cc).to(gl.float32) * s2), 0.0)
-            else:
-                w = gl.where(ta < length, gl.exp2(-(length - 1 - ta).to(gl.float32) * s2), 0.0)
-                w_out = qdec
-            vw_t = (vs_.permute((1, 0)).load(a_u).to(gl.float32) * w[None, :]).to(dt)
-            qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
-            p_s.store((qk * dmat).to(dt))
-            U = warpgroup_mma(vw_t, ks_, U * gl.exp2(-length.to(gl.float32) * s2), is_async=True)
-            fence_async_shared()
-            _sync()
-            X = warpgroup_mma_wait(num_outstanding=1, deps=(X, ))
+            if ORDER == 0:  # q k^T, X; the state update while X runs
+                qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero_p, use_acc=False, is_async=True)
+                X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero_x, use_acc=False, is_async=True)
+                vw_t, w_out = _update_operand(vs_, ta, cc, length, s2, scale, qdec, a_u, dt, REVERSE)
+                qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk, ))
+                p_s.store((qk * dmat).to(dt))
+                U = warpgroup_mma(vw_t, ks_, U * gl.exp2(-length.to(gl.float32) * s2), is_async=True)
+                fence_async_shared()
+                _sync()
+                X = warpgroup_mma_wait(num_outstanding=1, deps=(X, ))
+            elif ORDER == 1:  # X, q k^T back to back; the state update while P goes to shared memory
+                X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero_x, use_acc=False, is_async=True)
+                qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero_p, use_acc=False, is_async=True)
+                vw_t, w_out = _update_operand(vs_, ta, cc, length, s2, scale, qdec, a_u, dt, REVERSE)
+                X, qk = warpgroup_mma_wait(num_outstanding=0, deps=(X, qk))
+                U = warpgroup_mma(vw_t, ks_, U * gl.exp2(-length.to(gl.float32) * s2), is_async=True)
+                p_s.store((qk * dmat).to(dt))
+                fence_async_shared()
+                _sync()
+            else:  # the state update, X, q k^T back to back
+                vw_t, w_out = _update_operand(vs_, ta, cc, length, s2, scale, qdec, a_u, dt, REVERSE)
+                U = warpgroup_mma(vw_t, ks_, U * gl.exp2(-length.to(gl.float32) * s2), is_async=True)
+                X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero_x, use_acc=False, is_async=True)
+                qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero_p, use_acc=False, is_async=True)
+                U, X, qk = warpgroup_mma_wait(num_outstanding=0, deps=(U, X, qk))
+                p_s.store((qk * dmat).to(dt))
+                fence_async_shared()
+                _sync()
             o_t = warpgroup_mma(vs_.permute((1, 0)), p_s.permute((1, 0)), X * w_out[None, :], is_async=True)
-            U = warpgroup_mma_wait(num_outstanding=1, deps=(U, ))
-            # the next chunk's A operand, made here: converted after the next q k^T is issued, ptxas would make
-            # that matmul finish first (it cannot tell that U's own matmul is done)
+            if ORDER != 2:
+                U = warpgroup_mma_wait(num_outstanding=1, deps=(U, ))
+            # the next chunk's A operand, made here: converted after the next chunk's first matmul is issued,
+            # ptxas would make that matmul finish first (it cannot tell that U's own matmul is done)
             u_a = gl.convert_layout(U.to(dt), a_c)
             o_t = warpgroup_mma_wait(num_outstanding=0, deps=(o_t, ))
             row = g0 + c * C
@@ -289,7 +325,7 @@ def _launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tens
         *descs, decay, state, out, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
         H=h, DK=da, DV=dc, TV=tv, C=CHUNK, STAGES=WIDE_STAGES if wg == 2 else STAGES,
         P_LAYOUT=smem_layout(CHUNK, CHUNK, a.dtype), VARLEN=layout.varlen,
-        REVERSE=reverse, STATE_T=state_t, num_warps=4 * wg)
+        REVERSE=reverse, STATE_T=state_t, ORDER=ORDER, num_warps=4 * wg)
     return out
 
 
