@@ -26,9 +26,12 @@ VARIANTS = [(False, 2, 0), (True, 2, 0), (True, 3, 0), (False, 2, 1), (False, 2,
             (True, 3, 1)]
 
 
-def _set(variant) -> str:
-    G.WIDE, G.WIDE_STAGES, G.ORDER = variant
+def _label(variant) -> str:
     return (f"wide/{variant[1]} stages" if variant[0] else "one warpgroup") + f"/order {variant[2]}"
+
+
+def _set(variant) -> None:
+    G.WIDE, G.WIDE_STAGES, G.ORDER = variant
 
 
 def _gluon_ran() -> bool:
@@ -54,7 +57,8 @@ def identity() -> None:
         decay = alibi_slopes(3).cuda()
         runs = []
         for variant in VARIANTS:
-            name = _set(variant)
+            name = _label(variant)
+            _set(variant)
             try:
                 o, _, enter = C.chunk_fwd(q, k, v, decay, None, cu, 0.3, C.CHUNK, 2 * C.CHUNK, direct=True)
                 grads = C.chunk_bwd(q, k, v, decay, enter, do, None, cu, 0.3, C.CHUNK, 2 * C.CHUNK, direct=True)
@@ -98,8 +102,7 @@ def ab(t: int, gen: torch.Generator) -> None:
                 times[variant].append(f"failed: {type(err).__name__}: {str(err)[:120]}")
             finally:
                 _set(VARIANTS[0])
-    rows = "; ".join(f"{_set(variant)} {', '.join(got)}" for variant, got in times.items())
-    _set(VARIANTS[0])
+    rows = "; ".join(f"{_label(variant)} {', '.join(got)}" for variant, got in times.items())
     print(f"T={t // 1024}K sweep / forward / backward ms: {rows}", flush=True)
 
 
