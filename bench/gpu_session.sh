@@ -4,7 +4,7 @@
 # ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-#   bash bench/gpu_session.sh [STEP ...]         # steps: tests gluon_tests lightning sweep infllm infllm_profile pdl fused ab tma_ab eager_ab e2e
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests gluon_tests lightning sweep infllm infllm_profile pdl ab tma_ab eager_ab e2e
 #                                                # (default: tests lightning infllm e2e)
 #
 # The limits add up to about 28 minutes; a device call allows 10, so split the steps over calls (e.g.
@@ -19,8 +19,6 @@
 # sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K; SWEEP_ROWS="0 11" picks rows).
 # infllm_profile: bench/infllm_v2_profile.py --sweep (per-kernel profile, backward launch variants, decode, eager host time).
 # pdl:   bench/pdl_ab.py (programmatic dependent launch on and off: decode step, layer forward).
-# fused: bench/lightning_fused_ab.py (the Lightning forward in one pass against the two passes: correctness on odd
-#        shapes, then the forward at 128K and 32K for several sub-segment sizes).
 # ab:    bench/decode_split_sweep.py (decode stage 2: programs per split) and bench/window_ab.py (stage 2: blocks per
 #        key tile of the window kernels), the A/B scripts behind SPLIT_SLOTS and WINDOW_STEP.
 # tma_ab: bench/tma_ab.py (the gather kernels' key / value tiles by TMA against per-thread loads, same process),
@@ -65,7 +63,6 @@ for s in "${steps[@]}"; do
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
         infllm_profile) step infllm_profile 240 python3 bench/infllm_v2_profile.py --sweep ;;
         pdl) step pdl 150 python3 bench/pdl_ab.py ;;
-        fused) step fused 300 python3 bench/lightning_fused_ab.py ;;
         ab) step decode_split 120 python3 bench/decode_split_sweep.py
             step window_ab 240 python3 bench/window_ab.py ;;
         tma_ab) step tma_ab 200 python3 bench/tma_ab.py
@@ -74,6 +71,6 @@ for s in "${steps[@]}"; do
                   step lightning_host 120 python3 bench/lightning_host.py ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
-        *) echo "unknown step $s (tests, gluon_tests, lightning, sweep, infllm, infllm_profile, pdl, fused, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
+        *) echo "unknown step $s (tests, gluon_tests, lightning, sweep, infllm, infllm_profile, pdl, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
     esac
 done

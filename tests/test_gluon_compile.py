@@ -4,7 +4,7 @@ on any machine.
 Gluon has no interpreter, so on a CPU its kernel never runs; this compiles it to PTX for a Hopper target (in a
 subprocess without ``TRITON_INTERPRET``) for each variant the forward launches, so that an API change of Gluon or an
 edit of the kernel fails in CI rather than first on a GPU (the forward, and the backward's dq / dk / dv sweeps, with one
-warpgroup per program and with two, and the one-pass forward). It also checks what the kernel is for: a chunk's
+warpgroup per program and with two). It also checks what the kernel is for: a chunk's
 matmuls are waited on with one still in flight (``wgmma.wait_group 1``), and the shared memory leaves room for two
 programs per multiprocessor (one for the state pass). (Their results are tested on GPUs: ``tests/test_triton_lightning.py``.)
 """
@@ -29,7 +29,6 @@ import mixarch.kernels.triton.lightning.gluon_sweep as G
 
 SCALARS = {"slot_start": "*i32", "slot_len": "*i32", "T": "i32", "NSEG": "i32", "SEG": "i32", "scale": "fp32",
            "decay": "*fp32"}
-SWEEP_SCALARS = {"NB": "i32", "SUB": "i32", "NSUB": "i32"}
 
 
 def desc(dtype, rows, cols):
@@ -55,23 +54,16 @@ out = {}
 SWEEPS = (("bf16", gl.bfloat16, False, False, False), ("bf16 varlen", gl.bfloat16, True, False, False),
           ("fp16", gl.float16, False, False, False), ("dq", gl.bfloat16, False, False, True),
           ("dk", gl.bfloat16, True, True, True), ("dv", gl.float16, False, True, False))
-# every sweep with one warpgroup per program and with two (gluon_sweep.WIDE); the one-pass forward
-# (gluon_sweep.fused: two warpgroups) with and without an initial state
-VARIANTS = [(wg, False, False, sweep) for wg in (1, 2) for sweep in SWEEPS]
-VARIANTS += [(2, True, has_init, SWEEPS[i]) for has_init, i in ((False, 0), (True, 2))]
-for wg, fused, has_init, (name, dtype, varlen, reverse, state_t) in VARIANTS:
+# every sweep with one warpgroup per program and with two (gluon_sweep.WIDE)
+for wg, (name, dtype, varlen, reverse, state_t) in [(wg, sweep) for wg in (1, 2) for sweep in SWEEPS]:
     tn, tv = ("bf16" if dtype == gl.bfloat16 else "fp16"), wg * G.TILE
     sig = {"q_desc": desc(dtype, G.CHUNK, 128), "k_desc": desc(dtype, G.CHUNK, 128),
            "v_desc": desc(dtype, G.CHUNK, tv), "o_desc": desc(dtype, G.CHUNK, tv), "enter": "*fp32",
-           "o_ptr": f"*{tn}", **SWEEP_SCALARS}
+           "o_ptr": f"*{tn}"}
     consts = dict(H=32, DK=128, DV=128, TV=tv, C=G.CHUNK, STAGES=G.WIDE_STAGES if wg == 2 else G.STAGES,
                   P_LAYOUT=gl.NVMMASharedLayout.get_default_for([G.CHUNK, G.CHUNK], dtype),
-                  VARLEN=varlen, REVERSE=reverse, STATE_T=state_t, FUSED=fused, HAS_INIT=has_init,
-                  num_warps=4 * wg)
-    if fused:
-        sig.update(sync="*i32", ring="*fp32", final="*fp32", **({"init": "*fp32"} if has_init else {}))
-    consts.update({key: None for key in ("sync", "ring", "init", "final") if key not in sig})
-    label = ("one-pass " if fused else "") + name + (" wide" if wg == 2 else "")
+                  VARLEN=varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4 * wg)
+    label = name + (" wide" if wg == 2 else "")
     out[label] = compile_variant(G._sweep, sig, consts, 4 * wg)
 for name, dtype, varlen, reverse in (("state", gl.bfloat16, False, False), ("state varlen", gl.bfloat16, True, False),
                                      ("state reverse", gl.float16, False, True)):
@@ -92,8 +84,7 @@ def test_gluon_sweep_compiles_for_hopper():
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
     sweeps = {"bf16", "bf16 varlen", "fp16", "dq", "dk", "dv"}
-    assert set(results) == (sweeps | {s + " wide" for s in sweeps} | {"one-pass bf16 wide", "one-pass fp16 wide"}
-                            | {"state", "state varlen", "state reverse"})
+    assert set(results) == sweeps | {s + " wide" for s in sweeps} | {"state", "state varlen", "state reverse"}
     for name, got in results.items():
         assert got["overlapped"], f"{name}: no wgmma wait with one group in flight"
         assert got["wgmma"] > 0, name

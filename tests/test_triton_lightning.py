@@ -253,12 +253,11 @@ def test_gluon_sweep_is_taken_only_where_it_was_written_for(monkeypatch):
     assert not gluon_sweep.ready(q, k, v, CHUNK // 2, tile)
 
 
-@pytest.mark.parametrize("broken", ["gluon_sweep.sweep", "gluon_sweep.sweep_bwd", "gluon_state.segment_states",
-                                    "gluon_sweep.fused"])
+@pytest.mark.parametrize("broken", ["gluon_sweep.sweep", "gluon_sweep.sweep_bwd", "gluon_state.segment_states"])
 def test_gluon_kernel_that_does_not_compile_falls_back_with_a_warning(monkeypatch, broken):
     """A Triton whose Gluon cannot compile a Gluon kernel (an API change) gets the Triton kernels, the same
     forward and backward results, a warning naming the Triton version, and no second attempt: a failing sweep,
-    backward sweep, state pass or one-pass forward turns every Gluon kernel off."""
+    backward sweep or state pass turns every Gluon kernel off."""
     from triton.compiler.errors import CompilationError
 
     from mixarch.kernels.triton.lightning import gluon_state, gluon_sweep
@@ -282,7 +281,6 @@ def test_gluon_kernel_that_does_not_compile_falls_back_with_a_warning(monkeypatc
     monkeypatch.setattr(gluon_sweep, "ready", lambda *args: gluon_sweep.ENABLED)
     state_ready = module == "gluon_state"  # only the kernel under test is reached while Gluon is on
     monkeypatch.setattr(gluon_state, "ready", lambda *args: state_ready and gluon_sweep.ENABLED)
-    monkeypatch.setattr(gluon_sweep, "fused_ready", lambda *args: name == "fused" and gluon_sweep.ENABLED)
     if name == "sweep_bwd":  # the forward's sweep, reached first, stands aside
         monkeypatch.setattr(gluon_sweep, "try_sweep", lambda *args: None)
     monkeypatch.setattr(gluon_sweep if module == "gluon_sweep" else gluon_state, name, fails)
@@ -304,13 +302,12 @@ def test_gluon_sweep_equals_the_triton_sweep(monkeypatch, dtype, case, dv, wide)
     """On a Hopper GPU the Gluon sweep gives ``_chunk_fwd``'s o bit for bit (same tiles, same matmuls), with
     partial chunks and segments, batches, packed sequences (empty and length-1 ones) and initial states; and o
     matches the fp64 reference; with one or two warpgroups per program (:data:`~.gluon_sweep.WIDE`; ``Dv = 64``
-    keeps one). (The one-pass forward, :func:`~.gluon_sweep.fused`, is off here: its own test is below.)"""
+    keeps one)."""
     from mixarch.kernels.triton.lightning import chunk, gluon_sweep
 
     if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
         pytest.skip("the Gluon sweep is for compute capability 9.x with Gluon available")
     monkeypatch.setattr(gluon_sweep, "WIDE", wide)
-    monkeypatch.setattr(gluon_sweep, "FUSED", False)
     h, scale = 3, 0.3
     if case == "dense":
         b, lengths = 2, None
@@ -348,7 +345,6 @@ def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case, wid
         pytest.skip("the Gluon sweeps are for compute capability 9.x with Gluon available")
     monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)
     monkeypatch.setattr(gluon_sweep, "WIDE", wide)
-    monkeypatch.setattr(gluon_sweep, "FUSED", False)
     h, scale = 3, 0.3
     lengths = None if case == "dense" else [1, 0, 3 * CHUNK + 5, CHUNK, 2 * CHUNK - 1, 1]
     b, t = (2, 5 * CHUNK + 17) if lengths is None else (1, sum(lengths))
@@ -370,52 +366,6 @@ def test_gluon_backward_equals_the_triton_backward(monkeypatch, dtype, case, wid
     rgrads = torch.autograd.grad((ro * do.double()).sum() + (rht * dht.double()).sum(), leaves)
     for name, r, g in zip(("dq", "dk", "dv"), rgrads, outs[True]):
         _check(name, r, g, dtype)
-
-
-@pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
-@pytest.mark.parametrize("b,t,sub,with_h0", [(1, 1, 512, True), (2, 5 * CHUNK + 17, CHUNK, True),
-                                             (1, 1000, 2 * CHUNK, False), (2, 4096 + 33, CHUNK, True)])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("wide", [False, True], ids=WIDE_IDS)
-def test_gluon_one_pass_forward_matches_the_two_passes(monkeypatch, dtype, b, t, sub, with_h0, wide):
-    """On a Hopper GPU the one-pass forward (:func:`~.gluon_sweep.fused`: each program chains its sub-segment's
-    entering state from the program before) gives the two-pass forward's o, final state and entering states up to
-    rounding (its states are summed sub-segment by sub-segment) and matches the fp64 reference; with several
-    sub-segments per segment, partial chunks and sub-segments, no initial state, and more programs than the GPU
-    holds at once (4K tokens: 65 chained sub-segments for each of 8 (sequence, head) pairs); with one or two
-    warpgroups per program (one: a chain per half of the state's columns). Its buffers are
-    poisoned with NaN: every entering state must be written."""
-    from mixarch.kernels.triton.lightning import chunk, gluon_sweep
-
-    if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
-        pytest.skip("the one-pass forward is for compute capability 9.x with Gluon available")
-    monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)
-    monkeypatch.setattr(gluon_sweep, "FUSED", True)
-    monkeypatch.setattr(gluon_sweep, "SUB", sub)
-    monkeypatch.setattr(gluon_sweep, "WIDE", wide)
-    h, scale, segment = 4, 0.3, 4 * CHUNK
-    q, k, v, decay, h0 = _inputs(b, t, h, 128, 128, b, seed=t + sub, dtype=dtype, strength=0.5)
-    h0 = h0 if with_h0 else None
-    lay = chunk.make_layout(b, t, None, segment)
-    assert gluon_sweep.fused_ready(q, k, v, CHUNK, lay)
-    calls = []
-    real = gluon_sweep.fused
-    monkeypatch.setattr(gluon_sweep, "fused", lambda *args: calls.append(1) or real(*args))
-    for shape, dt in (((lay.n_slots, h, 128, 128), torch.float32), ((b, h, 128, 128), torch.float32),
-                      (v.shape, dtype)):  # freed NaN blocks of the outputs' sizes, which the allocator hands out next
-        torch.full(shape, float("nan"), dtype=dt, device=DEVICE)
-    got = chunk_fwd(q, k, v, decay, h0, None, scale, CHUNK, segment, direct=True)
-    assert calls == [1]
-    monkeypatch.setattr(gluon_sweep, "FUSED", False)
-    want = chunk_fwd(q, k, v, decay, h0, None, scale, CHUNK, segment, direct=True)
-    for name, g, w in zip(("o", "final state", "entering states"), got, want):
-        # the states are summed in another order (sub-segment by sub-segment) from 16-bit products: equal up to
-        # the inputs' rounding
-        assert_close_rel(name, w.double(), g.to(dtype))
-    ro, rht = naive_lightning_attention(q.double(), k.double(), v.double(), decay, scale=scale,
-                                        initial_state=None if h0 is None else h0.double(), output_final_state=True)
-    _check("o", ro, got[0], dtype)
-    _check("final state", rht, got[1].to(dtype), dtype)
 
 
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
@@ -467,7 +417,7 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     """Property test of the Gluon path with its length threshold lifted: drawn lengths around chunk and segment
     edges, batches or packed sequences (length 1 included), Dv 64 or 128, decay strengths, initial states. The
     Gluon forward and backward must be taken, give the Triton kernels' o, final state, dq, dk, dv, dh0 bit for
-    bit (the one-pass forward, when drawn, up to rounding), and match the fp64 reference."""
+    bit, and match the fp64 reference."""
     from mixarch.kernels.triton.lightning import gluon_sweep
 
     if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
@@ -482,7 +432,6 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     segment = data.draw(st.sampled_from([CHUNK, 2 * CHUNK, 4 * CHUNK]), label="segment")
     strength = data.draw(st.sampled_from([0.1, 1.0, 4.0]), label="decay strength")
     wide = data.draw(st.booleans(), label="two warpgroups per program")
-    fused = data.draw(st.booleans(), label="one-pass forward")
     cu = None if lengths is None else cu_seqlens_from(lengths).to(DEVICE)
     n = b if cu is None else len(lengths)
     q, k, v, decay, h0 = _inputs(b, t, h, 128, dv, n, seed, dtype=dtype, strength=strength)
@@ -491,12 +440,11 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     taken = []
     outs = {}
     saved = (gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd,
-             gluon_sweep.WIDE, gluon_sweep.FUSED, gluon_sweep.fused)
+             gluon_sweep.WIDE)
     try:
-        gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.WIDE, gluon_sweep.FUSED = 0, wide, fused
+        gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.WIDE = 0, wide
         gluon_sweep.sweep = lambda *a: taken.append("fwd") or saved[2](*a)
         gluon_sweep.sweep_bwd = lambda *a: taken.append("bwd") or saved[3](*a)
-        gluon_sweep.fused = lambda *a: taken.append("fused") or saved[6](*a)
         for enabled in (True, False):
             gluon_sweep.ENABLED = enabled
             o, ht, enter = chunk_fwd(q, k, v, decay, h0, cu, 0.3, CHUNK, segment, direct=True)
@@ -504,15 +452,11 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
             outs[enabled] = (o, ht, *grads)
     finally:
         (gluon_sweep.MIN_TOKEN_HEADS, gluon_sweep.ENABLED, gluon_sweep.sweep, gluon_sweep.sweep_bwd,
-         gluon_sweep.WIDE, gluon_sweep.FUSED, gluon_sweep.fused) = saved
-    one_pass = fused and dv == 128 and not varlen  # the one-pass forward needs Dv = 128, no packed sequences
-    assert taken == ["fused" if one_pass else "fwd"] + (["bwd"] if dv == 128 else [])  # the backward: Dk = Dv
+         gluon_sweep.WIDE) = saved
+    assert taken == ["fwd"] + (["bwd"] if dv == 128 else [])  # the backward's sweeps need Dk = Dv
     names = ("o", "final state", "dq", "dk", "dv", "dh0")
     for name, got, want in zip(names, outs[True], outs[False]):
-        if one_pass:  # its states are summed in another order from 16-bit products: equal up to their rounding
-            assert_close_rel(name, want.double(), got.to(dtype))
-        else:
-            assert torch.equal(got, want), name
+        assert torch.equal(got, want), name
     leaves = [x.detach().double().requires_grad_() for x in (q, k, v, h0)]
     ro, rht = naive_lightning_attention(*leaves[:3], decay, scale=0.3, initial_state=leaves[3],
                                         output_final_state=True, cu_seqlens=cu)

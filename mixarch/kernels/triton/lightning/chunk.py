@@ -417,10 +417,6 @@ def chunk_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
     b, t, h, dk = q.shape
     dv = v.shape[-1]
     lay = make_layout(b, t, cu_seqlens, segment)
-    if direct and gluon_sweep.fused_ready(q, k, v, chunk, lay):
-        got = gluon_sweep.try_fused(q, k, v, decay, initial_state, lay, scale)
-        if got is not None:
-            return got
     enter, final = _states(lay, k, v, decay, initial_state, scale, chunk, reverse=False, direct=direct)
     if direct and gluon_sweep.ready(q, k, v, chunk, _tile(dv, STATE_TILE)):
         o = gluon_sweep.try_sweep(q, k, v, decay, enter, lay, scale)

@@ -12,9 +12,7 @@ next chunk can use it. This kernel computes the same products from the same tile
    registers) and ``o^T = v^T P^T + X * scale lambda^(r+1)`` are issued together.
 3. o^T goes out through shared memory and a TMA store (a masked store for a segment's partial last chunk).
 
-(:data:`WIDE` gives a program two warpgroups over 128 state columns.) :func:`fused` runs the whole forward in
-this kernel (``FUSED``): each program first computes its sub-segment's own state, then chains the entering states
-from program to program, then sweeps.
+(:data:`WIDE` gives a program two warpgroups over 128 state columns.)
 
 Tiles of q, k and v arrive by TMA two chunks ahead. On an H200 at T = 128K (B = 1, 32 heads of 128, bf16) the sweep
 takes ~1.2 ms against ~1.6 ms for ``_chunk_fwd`` (docs/benchmarks.md; 1.25-1.3 ms with the state in shared
@@ -72,12 +70,8 @@ CHUNK, TILE, STAGES = 64, 64, 2
 #: split ``q k^T`` by keys (12 instead of 14 units of matmul per chunk). 255 registers, no spills, 131 KB of
 #: shared memory at two stages (:data:`WIDE_STAGES`), one program per multiprocessor. Bit-identical to one
 #: warpgroup, and no faster: three same-process runs on H200s (2026-11-28) put the forward at 128K within
-#: -2% .. +2% of one warpgroup's (``bench/lightning_fused_ab.py``, docs/benchmarks.md). Off.
+#: -2% .. +2% of one warpgroup's (docs/benchmarks.md). Off.
 WIDE, WIDE_STAGES = False, 2
-#: the forward in one launch (:func:`fused`) where :func:`fused_ready` allows it, with sub-segments of ``SUB``
-#: tokens (False: the segment-state pass, the scan, then the sweep). Off: slower at 128K on an H200 (1.96-2.25
-#: against 1.72-1.86 ms for the two passes, same process, every sub-segment size and width), level at 32K.
-FUSED, SUB = False, 1024
 
 if gluon is not None:
     LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
@@ -114,100 +108,6 @@ if gluon is not None:
         tma.async_copy_global_to_shared(v_desc, [row, col_v], bar, v_s)
 
     @gluon.jit
-    def _load_kv(k_desc, v_desc, row, col_k, col_v, bar, k_s, v_s, NBYTES: gl.constexpr):
-        mbarrier.expect(bar, NBYTES)
-        tma.async_copy_global_to_shared(k_desc, [row, col_k], bar, k_s)
-        tma.async_copy_global_to_shared(v_desc, [row, col_v], bar, v_s)
-
-    @gluon.jit
-    def _zero_tail(ks_, vs_, rk, rv, length, blk_k: gl.constexpr, blk_v: gl.constexpr):
-        """Zero the rows of a chunk's k / v tiles past ``length`` (another segment's or sequence's tokens)."""
-        kk = ks_.load(blk_k)
-        ks_.store(gl.where((rk < length)[:, None], kk, gl.zeros_like(kk)))
-        vv = vs_.load(blk_v)
-        vs_.store(gl.where((rv < length)[:, None], vv, gl.zeros_like(vv)))
-        fence_async_shared()
-        _sync()
-
-    @gluon.jit
-    def _ticket(sync, T, NB, SUB, H: gl.constexpr, N_TILES: gl.constexpr):
-        """The fused forward's work item, in the order programs start (an atomic ticket): sub-segment ``s`` of
-        sequence ``b``, head ``h``, state column tile, its first token and length. All sub-segments ``s - 1`` come
-        before any ``s``, so a program only ever waits for one that is already running."""
-        t = gl.atomic_add(sync, 1)
-        per = NB * H * N_TILES
-        s = t // per
-        b = t % per // (H * N_TILES)
-        h = t // N_TILES % H
-        return s, b, h, t % N_TILES, b * T + s * SUB, gl.minimum(SUB, T - s * SUB)
-
-    @gluon.jit
-    def _local_state(k_desc, v_desc, k_s, v_s, bars, g0, n, col_k, col_v, s2, scale, ta, cc, qdec, rk, rv,
-                     a_u: gl.constexpr, mma_u: gl.constexpr, blk_k: gl.constexpr, blk_v: gl.constexpr,
-                     TV: gl.constexpr, DK: gl.constexpr, C: gl.constexpr, STAGES: gl.constexpr):
-        """The sub-segment's own state, transposed (``[TV, DK]``, fp32, in ``mma_u``): ``sum_i lambda^(n-1-i)
-        v_i^T k_i`` over its ``n`` tokens from ``g0``, chunk by chunk with the sweep's own state update, its k / v
-        tiles streamed through the sweep's stages (``bars``: their own barriers)."""
-        dt: gl.constexpr = k_desc.dtype
-        n_chunks = gl.cdiv(n, C)
-        NBYTES: gl.constexpr = (C * DK + C * TV) * dt.primitive_bitwidth // 8
-        for i in gl.static_range(STAGES):
-            mbarrier.init(bars.index(i), count=1)
-        for i in gl.static_range(STAGES):
-            if i < n_chunks:
-                _load_kv(k_desc, v_desc, g0 + i * C, col_k, col_v, bars.index(i), k_s.index(i), v_s.index(i),
-                         NBYTES)
-        U = gl.zeros([TV, DK], gl.float32, layout=mma_u)
-        for c in range(n_chunks):
-            st = c % STAGES
-            mbarrier.wait(bars.index(st), (c // STAGES) & 1)
-            ks_ = k_s.index(st)
-            vs_ = v_s.index(st)
-            length = gl.minimum(n - c * C, C)
-            if length < C:
-                _zero_tail(ks_, vs_, rk, rv, length, blk_k, blk_v)
-            vw_t, _ = _update_operand(vs_, ta, cc, length, s2, scale, qdec, a_u, dt, False)
-            U = warpgroup_mma(vw_t, ks_, U * gl.exp2(-length.to(gl.float32) * s2), is_async=True)
-            U = warpgroup_mma_wait(num_outstanding=0, deps=(U, ))
-            _sync()  # both warpgroups' matmuls have read the stage
-            if c + STAGES < n_chunks:
-                _load_kv(k_desc, v_desc, g0 + (c + STAGES) * C, col_k, col_v, bars.index(st), ks_, vs_, NBYTES)
-        return U
-
-    @gluon.jit
-    def _chain(U_loc, sync, ring, enter, init, final, s, b, h, tile, n, s2, NB, NSUB, SUB, SEG, NSEG, iv, ik,
-               H: gl.constexpr, DK: gl.constexpr, DV: gl.constexpr, TV: gl.constexpr, HAS_INIT: gl.constexpr):
-        """The state entering sub-segment ``s`` of sequence ``b``, head ``h`` (transposed, like ``U_loc``, the
-        sub-segment's own state): the initial state (or zeros) for the first, else the one its predecessor
-        passed on through ``ring`` (two slots per (sequence, head): a slot is written again only after its reader
-        has passed its own state on). Passes on ``lambda^n E + U_loc`` (the last sub-segment: to ``final``), and
-        stores ``E`` to ``enter`` where a segment of the layout starts. (Columns ``tile * TV ...`` of the state.)"""
-        bh = b * H + h
-        off = ik[None, :] * DV + (tile * TV + iv)[:, None]
-        flag = sync + 1 + bh * (DV // TV) + tile  # how many sub-segments of (b, h, tile) passed their state on
-        if s == 0:
-            if HAS_INIT:
-                E = gl.load(init + bh.to(gl.int64) * (DK * DV) + off)
-            else:
-                E = gl.zeros_like(U_loc)
-        else:
-            seen = gl.atomic_add(flag, 0, sem="acquire")
-            while seen < s:
-                seen = gl.atomic_add(flag, 0, sem="acquire")
-            E = gl.load(ring + ((s - 1) % 2 * NB * H + bh).to(gl.int64) * (DK * DV) + off, cache_modifier=".cg")
-        I = E * gl.exp2(-n.to(gl.float32) * s2) + U_loc
-        if s + 1 < NSUB:
-            gl.store(ring + (s % 2 * NB * H + bh).to(gl.int64) * (DK * DV) + off, I)
-            _sync()
-            gl.atomic_xchg(flag, s + 1, sem="release")
-        else:
-            gl.store(final + bh.to(gl.int64) * (DK * DV) + off, I)
-        if (s * SUB) % SEG == 0:
-            j = b * NSEG + (s * SUB) // SEG
-            gl.store(enter + (j * H + h).to(gl.int64) * (DK * DV) + off, E)
-        return E
-
-    @gluon.jit
     def _update_operand(vs_, ta, cc, length, s2, scale, qdec, a_u: gl.constexpr, dt: gl.constexpr,
                         REVERSE: gl.constexpr):
         """``(w v)^T`` (the state update's A operand: the chunk's v tile transposed, token columns weighed) and
@@ -222,10 +122,9 @@ if gluon is not None:
 
     @gluon.jit
     def _sweep(q_desc, k_desc, v_desc, o_desc, decay, enter, o_ptr, slot_start, slot_len, T, NSEG, SEG, scale,
-               sync, ring, init, final, NB, SUB, NSUB,
                H: gl.constexpr, DK: gl.constexpr, DV: gl.constexpr, TV: gl.constexpr, C: gl.constexpr,
                STAGES: gl.constexpr, P_LAYOUT: gl.constexpr, VARLEN: gl.constexpr, REVERSE: gl.constexpr,
-               STATE_T: gl.constexpr, FUSED: gl.constexpr, HAS_INIT: gl.constexpr, num_warps: gl.constexpr):
+               STATE_T: gl.constexpr, num_warps: gl.constexpr):
         """``TV`` columns of o for one segment slot and head: ``_chunk_fwd``'s program (same grid, same
         results), q / k / v / o ``[rows, H * D]`` descriptors with ``[C, DK]`` / ``[C, TV]`` boxes.
 
@@ -233,10 +132,7 @@ if gluon is not None:
         ``STATE_T`` reads the state slice transposed (``enter[j, h]`` is ``[TV-tiled dim, DK]`` there),
         ``REVERSE`` visits the chunks last to first with the transposed decay matrix, weighs the state term by
         ``lambda^(L-1-r)`` and the update by ``scale lambda^(r+1)`` (the forward: the other way round)."""
-        if FUSED:  # one pass (:func:`fused`): this program's sub-segment, in ticket order; all state columns
-            s, b, h, tile, g0, n = _ticket(sync, T, NB, SUB, H, DV // TV)
-        else:
-            j, h, tile, g0, n = _program(slot_start, slot_len, T, NSEG, SEG, DV // TV, VARLEN)
+        j, h, tile, g0, n = _program(slot_start, slot_len, T, NSEG, SEG, DV // TV, VARLEN)
         n_chunks = gl.cdiv(n, C)
         col_q = h * DK
         col_v = h * DV + tile * TV
@@ -274,12 +170,11 @@ if gluon is not None:
 
         iv = gl.arange(0, TV, layout=gl.SliceLayout(1, mma_u))
         ik = gl.arange(0, DK, layout=gl.SliceLayout(0, mma_u))
-        if not FUSED:
-            base = (j * H + h).to(gl.int64) * (DK * DV)
-            if STATE_T:  # U = S^T, for a state stored [DK, DV] (or [DV, DK]: STATE_T)
-                U = gl.load(enter + base + ik[None, :] + (tile * TV + iv)[:, None] * DK)
-            else:
-                U = gl.load(enter + base + ik[None, :] * DV + (tile * TV + iv)[:, None])
+        base = (j * H + h).to(gl.int64) * (DK * DV)
+        if STATE_T:  # U = S^T, for a state stored [DK, DV] (or [DV, DK]: STATE_T)
+            U = gl.load(enter + base + ik[None, :] + (tile * TV + iv)[:, None] * DK)
+        else:
+            U = gl.load(enter + base + ik[None, :] * DV + (tile * TV + iv)[:, None])
 
         q_s = gl.allocate_shared_memory(dt, [STAGES, C, DK], q_desc.layout)
         k_s = gl.allocate_shared_memory(dt, [STAGES, C, DK], k_desc.layout)
@@ -288,10 +183,6 @@ if gluon is not None:
         o_s = gl.allocate_shared_memory(dt, [C, TV], o_desc.layout)
         bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         NBYTES: gl.constexpr = (2 * C * DK + C * TV) * dt.primitive_bitwidth // 8
-        if FUSED:  # the sub-segment's own state first (k, v read once here, again below, from L2)
-            kv_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-            U_loc = _local_state(k_desc, v_desc, k_s, v_s, kv_bars, g0, n, col_q, col_v, s2, scale, ta, cc, qdec,
-                                 rk, rv, a_u, mma_u, blk_k, blk_v, TV, DK, C, STAGES)
         for i in gl.static_range(STAGES):
             mbarrier.init(bars.index(i), count=1)
         for i in gl.static_range(STAGES):
@@ -303,9 +194,6 @@ if gluon is not None:
                 _load_chunk(q_desc, k_desc, v_desc, first, col_q, col_v, bars.index(i), q_s.index(i),
                             k_s.index(i), v_s.index(i), NBYTES)
 
-        if FUSED:  # the entering state from the predecessor, while the first chunks load
-            U = _chain(U_loc, sync, ring, enter, init, final, s, b, h, tile, n, s2, NB, NSUB, SUB, SEG, NSEG, iv,
-                       ik, H, DK, DV, TV, HAS_INIT)
         zero_p = gl.zeros([C, C], gl.float32, layout=mma_p)
         zero_x = gl.zeros([TV, C], gl.float32, layout=mma_c)
         u_a = gl.convert_layout(U.to(dt), a_c)
@@ -321,7 +209,12 @@ if gluon is not None:
             vs_ = v_s.index(st)
             length = gl.minimum(n - c * C, C)
             if length < C:  # rows past the segment (another segment or sequence): zeros, as _chunk_fwd reads
-                _zero_tail(ks_, vs_, rk, rv, length, blk_k, blk_v)
+                kk = ks_.load(blk_k)
+                ks_.store(gl.where((rk < length)[:, None], kk, gl.zeros_like(kk)))
+                vv = vs_.load(blk_v)
+                vs_.store(gl.where((rv < length)[:, None], vv, gl.zeros_like(vv)))
+                fence_async_shared()
+                _sync()
             qk = warpgroup_mma(qs_, ks_.permute((1, 0)), zero_p, use_acc=False, is_async=True)
             X = warpgroup_mma(u_a, qs_.permute((1, 0)), zero_x, use_acc=False, is_async=True)
             vw_t, w_out = _update_operand(vs_, ta, cc, length, s2, scale, qdec, a_u, dt, REVERSE)
@@ -357,8 +250,6 @@ if gluon is not None:
         tma.store_wait(0)
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(bars.index(i))
-            if FUSED:
-                mbarrier.invalidate(kv_bars.index(i))
 
 
 @functools.cache
@@ -397,64 +288,19 @@ def _launch(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, decay: torch.Tens
     dc = c.shape[-1]
     wg = 2 if WIDE and dc % (2 * TILE) == 0 else 1  # warpgroups per program, TILE state columns each
     tv = wg * TILE
+    box_ab, box_c = smem_layout(CHUNK, da, a.dtype), smem_layout(CHUNK, tv, a.dtype)
     out = torch.empty(bs, t, h, dc, dtype=a.dtype, device=a.device)
-    descs = _descriptors(a, b, c, out, tv)
+    descs = [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
+             for x2, box, lay in ((a.view(bs * t, h * da), [CHUNK, da], box_ab),
+                                  (b.view(bs * t, h * da), [CHUNK, da], box_ab),
+                                  (c.view(bs * t, h * dc), [CHUNK, tv], box_c),
+                                  (out.view(bs * t, h * dc), [CHUNK, tv], box_c))]
     _sweep[((dc // tv) * layout.n_slots, h)](
         *descs, decay, state, out, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
-        None, None, None, None, 0, 0, 0, H=h, DK=da, DV=dc, TV=tv, C=CHUNK, STAGES=WIDE_STAGES if wg == 2 else STAGES,
+        H=h, DK=da, DV=dc, TV=tv, C=CHUNK, STAGES=WIDE_STAGES if wg == 2 else STAGES,
         P_LAYOUT=smem_layout(CHUNK, CHUNK, a.dtype), VARLEN=layout.varlen,
-        REVERSE=reverse, STATE_T=state_t, FUSED=False, HAS_INIT=False, num_warps=4 * wg)
+        REVERSE=reverse, STATE_T=state_t, num_warps=4 * wg)
     return out
-
-
-def _descriptors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, tv: int) -> list:
-    """TMA descriptors of q, k (``[CHUNK, Dk]`` boxes), v and o (``[CHUNK, tv]``) as ``[rows, H * D]``."""
-    bs, t, h, dk = q.shape
-    dv = v.shape[-1]
-    box_qk, box_v = smem_layout(CHUNK, dk, q.dtype), smem_layout(CHUNK, tv, q.dtype)
-    return [TensorDescriptor(x2, list(x2.shape), list(x2.stride()), box, lay)
-            for x2, box, lay in ((q.view(bs * t, h * dk), [CHUNK, dk], box_qk),
-                                 (k.view(bs * t, h * dk), [CHUNK, dk], box_qk),
-                                 (v.view(bs * t, h * dv), [CHUNK, tv], box_v),
-                                 (out.view(bs * t, h * dv), [CHUNK, tv], box_v))]
-
-
-def fused_ready(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, layout) -> bool:
-    """Whether :func:`fused` can take this forward: :data:`FUSED`, :func:`ready`'s conditions, ``Dk = Dv = 128``,
-    no packed sequences, and segments of the layout cut into whole sub-segments."""
-    return (FUSED and not layout.varlen and v.shape[-1] == 128 and layout.segment % min(SUB, layout.segment) == 0
-            and ready(q, k, v, chunk, TILE))
-
-
-def fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, initial_state: torch.Tensor | None,
-          layout, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The whole forward in one launch: o ``[B, T, H, 128]``, the final state ``[B, H, 128, 128]`` and the states
-    entering the ``layout``'s segments ``[n_slots, H, 128, 128]`` (fp32; :func:`~.chunk.chunk_fwd`'s outputs).
-
-    Each program takes a sub-segment of :data:`SUB` tokens, one head and a tile of state columns (in ticket order,
-    :func:`_ticket`): it computes the sub-segment's own state from k and v, waits for the state entering it from
-    the program before (same sequence, head and tile), passes on its own exit state at once, then sweeps the
-    sub-segment from its entering state, reading k and v again (from L2 while they are recent): no separate state
-    pass and scan. Slower than the two passes on an H200 (:data:`FUSED`): the sweep is bound by its chain of
-    matmuls per chunk, not by memory, so reading k and v from L2 saves it nothing, while each program now runs
-    the state work, the wait for its predecessor and the sweep one after the other."""
-    bs, t, h, d = q.shape
-    sub = min(SUB, layout.segment)
-    nsub = triton.cdiv(t, sub)
-    wg = 2 if WIDE else 1  # warpgroups per program, TILE state columns each
-    tv = wg * TILE
-    sync = torch.zeros(1 + bs * h * d // tv, dtype=torch.int32, device=q.device)  # tickets, a flag per (b, h, tile)
-    ring = torch.empty(2, bs * h, d, d, dtype=torch.float32, device=q.device)
-    enter = torch.empty(layout.n_slots, h, d, d, dtype=torch.float32, device=q.device)
-    final = torch.empty(bs, h, d, d, dtype=torch.float32, device=q.device)
-    out = torch.empty_like(v)
-    init = None if initial_state is None else initial_state.to(torch.float32).contiguous()
-    _sweep[(nsub * bs * (d // tv), h)](
-        *_descriptors(q, k, v, out, tv), decay, enter, out, None, None, t, layout.n_seg, layout.segment, scale,
-        sync, ring, init, final, bs, sub, nsub, H=h, DK=d, DV=d, TV=tv, C=CHUNK,
-        STAGES=WIDE_STAGES if wg == 2 else STAGES, P_LAYOUT=smem_layout(CHUNK, CHUNK, q.dtype), VARLEN=False,
-        REVERSE=False, STATE_T=False, FUSED=True, HAS_INIT=init is not None, num_warps=4 * wg)
-    return out, final, enter
 
 
 def sweep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor, layout,
@@ -494,12 +340,6 @@ def try_sweep(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Te
               scale: float) -> torch.Tensor | None:
     """:func:`sweep`, or None (after a warning) where Gluon cannot compile it: the caller runs ``_chunk_fwd``."""
     return _compiled_or_none(sweep, q, k, v, decay, enter, layout, scale)
-
-
-def try_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor,
-              initial_state: torch.Tensor | None, layout, scale: float):
-    """:func:`fused`, or None (after a warning) where Gluon cannot compile it: the caller runs the two passes."""
-    return _compiled_or_none(fused, q, k, v, decay, initial_state, layout, scale)
 
 
 def try_sweep_bwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, decay: torch.Tensor, enter: torch.Tensor,
