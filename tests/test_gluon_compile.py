@@ -78,7 +78,6 @@ print(json.dumps(out))
 
 def test_gluon_sweep_compiles_for_hopper():
     pytest.importorskip("triton.experimental.gluon.language.nvidia.hopper")
-    from mixarch.kernels.triton.lightning import gluon_sweep
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

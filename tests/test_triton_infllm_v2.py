@@ -423,6 +423,49 @@ def test_topk_kernel_matches_select_blocks(t_q, values):
     out = torch.full((1, hkv, t_q, topk), -7, dtype=torch.int64, device=DEVICE)
     assert len(_row_ranges(t_q, t_k, block, nb)) == {1: 1, 15: 1, 64: 2, 300: 3}[t_q]
     assert torch.equal(topk_blocks(scores, out, t_k, block, init, local, direct=True), want)
+    if t_q == 1:  # a decode row: the search starts from the bucket counts of the unforced candidates
+        hist = _bucket_counts(scores, candidate.to(DEVICE) & ~forced.to(DEVICE))
+        out.fill_(-7)
+        assert torch.equal(topk_blocks(scores, out, t_k, block, init, local, direct=True, hist=hist), want)
+
+
+def _bucket_counts(scores: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """Torch form of the score kernel's bucket counts: ``[rows, 2^HIST_BITS]`` int32 of the top bits of the
+    order-preserving int32 keys of ``scores`` ``[rows, 1, nb]`` where ``counted``."""
+    from mixarch.kernels.triton.infllm_v2.select import HIST_BITS
+
+    bits = torch.where(scores.isnan(), 0x7FC00000, scores.float().view(torch.int32))
+    key = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+    bucket = (key >> (32 - HIST_BITS)) + (1 << (HIST_BITS - 1))
+    hist = torch.zeros((scores.shape[0], 1 << HIST_BITS), dtype=torch.int32, device=scores.device)
+    ones = counted.expand_as(bucket).to(torch.int32)
+    return hist.scatter_add_(1, bucket.flatten(1).long(), ones.flatten(1))
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_decode_bucket_counts(monkeypatch, exact):
+    """A decode query's selection: the score kernel's bucket counts equal a torch count of the block scores it
+    wrote (unforced candidates only), and the indices equal those of the plain bisection (DECODE_HIST off)."""
+    from mixarch.kernels.triton.infllm_v2 import select
+    from mixarch.ops.infllm_v2 import C2_FACTOR, compress_keys
+
+    t_k, init, local, topk = 90, 1, 2, 5
+    q, k, _ = (torch.cat([x, x.flip(1) * 0.5]) for x in _qkv(t_k, 2, 2, 16, seed=43, t_q=1))
+    c1 = compress_keys(k, 4, 2)
+    c2 = None if exact else compress_keys(k, 4 * C2_FACTOR, 2 * C2_FACTOR)
+    nb = -(-t_k // 8)
+    hist = torch.full((4, 1 << select.HIST_BITS), -5, dtype=torch.int32, device=DEVICE)  # poison
+    scores = select.block_scores(q, c1, c2, t_k, 8, 4, 2, 0.25, exact, direct=True, hist=hist, forcing=(init, local))
+    blk = torch.arange(nb, device=DEVICE)
+    bt = (t_k - 1) // 8
+    counted = ((blk < init) | (blk >= bt - local)).logical_not().view(1, 1, nb)
+    assert counted.sum() > topk and hist.sum() == 4 * counted.sum()
+    torch.testing.assert_close(hist, _bucket_counts(scores, counted), rtol=0, atol=0)
+    picked = {}
+    for on in (True, False):
+        monkeypatch.setattr(select, "DECODE_HIST", on)
+        picked[on] = select._select(q, c1, c2, t_k, 8, 4, 2, init, local, topk, 0.25, exact, direct=True)
+    assert torch.equal(picked[True], picked[False])
 
 
 def test_programmatic_dependent_launch_only_for_direct_cuda_launches(monkeypatch):

@@ -34,7 +34,7 @@ import mixarch.kernels.triton.infllm_v2.select as sel
 import mixarch.kernels.triton.infllm_v2.sparse as sp
 
 GEO = dict(HQ=32, HKV=2, G=16, GP=16, GM=16, D=128, BD=128, DV=128, BDV=128, BS=64, BSP=64, UPCAST=False,
-           PREC="tf32", PDL=False, TMA=False)
+           PREC="tf32", PDL=False, TMA=False, HIST=False)  # traced calls never take TMA or the decode buckets
 KERNELS = {
     sel._lse_kernel: dict(BQ=8, BN=64, WIN=64, STRIDE=32, NSPLIT=4),
     sel._score_kernel: dict(BQ=8, BN=64, WIN=32, STRIDE=16, R=4, TAIL=1, BLOCK=64, NSPLIT_L=4, APPROX=True,

@@ -19,6 +19,9 @@ Same result as :func:`mixarch.ops.infllm_v2.attention.reference_infllm_v2_select
    row stops at a probe with exactly ``k`` keys at or above it), keeps everything above it plus the ties of
    largest block index, and compacts the kept blocks with a prefix sum: ascending indices, ``-1`` padded.
    One launch per range of rows whose candidates fit the same power-of-two tile (:func:`_row_ranges`).
+   Decode rows (one query, :data:`DECODE_HIST`): the score kernel also counts the unforced candidates per bucket
+   of the keys' top bits (atomic adds into counts that the normalizer kernel zeroes), and the bisection starts
+   from the bucket holding the k-th largest key.
 
 Tile sizes and launch options of the first two kernels on CUDA: :data:`STAGE1`.
 
@@ -47,6 +50,27 @@ from mixarch.kernels.triton.infllm_v2.common import (
 )
 from mixarch.kernels.triton.pdl import pdl_enabled, pdl_handoff
 from mixarch.ops.infllm_v2.compress import C2_FACTOR
+
+#: decode rows (``Tq = 1``): the score kernel also counts each row's free candidate blocks per bucket of the top
+#: ``HIST_BITS`` bits of their keys, and the top-k bisection starts from the bucket that holds the k-th largest
+#: instead of the whole int32 range (False: the plain bisection). Direct launches only: torch's mutation analysis
+#: of a traced kernel cannot follow the counts' atomic adds and would count every pointer as written
+DECODE_HIST = True
+HIST_BITS = 11
+#: the buckets: key >> BUCKET_SHIFT, offset by BUCKET_ZERO to count from 0 (kernel constants)
+N_BUCKETS: tl.constexpr = tl.constexpr(1 << HIST_BITS)
+BUCKET_SHIFT: tl.constexpr = tl.constexpr(32 - HIST_BITS)
+BUCKET_ZERO: tl.constexpr = tl.constexpr(1 << (HIST_BITS - 1))
+BUCKET_WIDTH: tl.constexpr = tl.constexpr(1 << (32 - HIST_BITS))
+#: the bucket of +inf's key: the forced blocks' (NaN's keys are above it)
+INF_BUCKET: tl.constexpr = tl.constexpr((0x7F800000 >> (32 - HIST_BITS)) + (1 << (HIST_BITS - 1)))
+
+
+@triton.jit
+def _order_key(x):
+    """Order-preserving int32 keys of fp32 scores (NaN above ``+inf``, as ``torch.sort``); every key > -2^31."""
+    bits = tl.where(x != x, 0x7FC00000, x.to(tl.int32, bitcast=True))
+    return tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
 
 
 @triton.jit
@@ -84,15 +108,19 @@ def _key_tile(c_ptr, c_desc, i_b, i_h, t, N_C, HKV: tl.constexpr, D: tl.constexp
 
 
 @triton.jit
-def _lse_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES,
+def _lse_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, hist_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES,
                 HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
                 D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
-                NSPLIT: tl.constexpr, TMA: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr,
-                PDL: tl.constexpr):
-    """Partial (max, sum of exp2) of ``q . c * qk_scale`` over the visible keys of split ``program_id(1)``."""
+                NSPLIT: tl.constexpr, TMA: tl.constexpr, HIST: tl.constexpr, UPCAST: tl.constexpr,
+                PREC: tl.constexpr, PDL: tl.constexpr):
+    """Partial (max, sum of exp2) of ``q . c * qk_scale`` over the visible keys of split ``program_id(1)``; with
+    ``HIST`` (one query) split 0 also zeroes its row's bucket counts for :func:`_score_kernel`."""
     if PDL:
         pdl_handoff()
     i_q, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    if HIST:
+        if i_s == 0:
+            tl.store(hist_ptr + i_bh * N_BUCKETS + tl.arange(0, N_BUCKETS), 0)
     i_b, i_h = i_bh // HKV, i_bh % HKV
     qk_scale = as_fp32(qk_scale)
     rows = tl.arange(0, BQ * GP)
@@ -122,13 +150,14 @@ def _lse_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, qk_scale, T_Q, T_K, N_C, SPL
 
 
 @triton.jit
-def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_K, N_C, N_NORM, NB, SPLIT_TILES,
-                  HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
+def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, hist_ptr, qk_scale, T_Q, T_K, N_C, N_NORM, NB,
+                  SPLIT_TILES, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
                   D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
                   R: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, NSPLIT_L: tl.constexpr,
                   APPROX: tl.constexpr, WIN2: tl.constexpr, STRIDE2: tl.constexpr, TMA: tl.constexpr,
-                  UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
-    """Block scores (group-summed, max-pooled, not forced) of the candidate blocks of split ``program_id(1)``."""
+                  HIST: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
+    """Block scores (group-summed, max-pooled, not forced) of the candidate blocks of split ``program_id(1)``;
+    with ``HIST`` (one query) also the count of the row's unforced candidates per bucket of key bits."""
     if PDL:
         pdl_handoff()
     i_q, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -198,14 +227,22 @@ def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, qk_scale, T_Q, T_
         blk = t * NBT + bidx
         dst = (i_bh * T_Q + qq).to(tl.int64)[:, None] * NB + blk[None, :]
         keep = (qq < T_Q)[:, None] & (blk[None, :] <= q_bt[:, None]) & (t >= t_lo)
-        tl.store(out_ptr + dst, tl.maximum(own, prev), mask=keep)
+        block_score = tl.maximum(own, prev)
+        tl.store(out_ptr + dst, block_score, mask=keep)
+        if HIST:
+            forced = (blk[None, :] < INIT) | (blk[None, :] >= q_bt[:, None] - LOCAL)
+            bucket = (_order_key(block_score) >> BUCKET_SHIFT) + BUCKET_ZERO
+            tl.atomic_add(hist_ptr + i_bh * N_BUCKETS + bucket, tl.full(bucket.shape, 1, tl.int32),
+                          mask=keep & ~forced, sem="relaxed")
 
 
 @triton.jit
-def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, ROW0, ROW_END, BLOCK: tl.constexpr,
-                 TOPK: tl.constexpr, TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, PDL: tl.constexpr):
+def _topk_kernel(s_ptr, hist_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, ROW0, ROW_END, BLOCK: tl.constexpr,
+                 TOPK: tl.constexpr, TOPKP: tl.constexpr, BR: tl.constexpr, NBP: tl.constexpr, HIST: tl.constexpr,
+                 PDL: tl.constexpr):
     """Forcing + top-``TOPK`` of ``BR`` rows of block scores (of the rows ``[ROW0, ROW_END)``, which have at most
-    ``NBP`` candidates); ascending indices, ``-1`` padded."""
+    ``NBP`` candidates); ascending indices, ``-1`` padded. ``HIST`` (one query per row): the rows' bucket counts
+    of unforced candidates narrow the search to one bucket."""
     if PDL:
         pdl_handoff()
     i_r, i_bh = tl.program_id(0), tl.program_id(1)
@@ -219,13 +256,25 @@ def _topk_kernel(s_ptr, out_ptr, T_Q, T_K, NB, INIT, LOCAL, ROW0, ROW_END, BLOCK
     forced = (blk[None, :] < INIT) | ((blk[None, :] >= bt[:, None] - LOCAL) & (blk[None, :] <= bt[:, None]))
     x = tl.where(forced, float("inf"), x)
     k_eff = tl.minimum(bt + 1, TOPK)
-    bits = tl.where(x != x, 0x7FC00000, x.to(tl.int32, bitcast=True))  # NaN: above +inf, as torch.sort
-    key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # order-preserving int32, > -2^31 for every candidate
-    key = tl.where(cand, key, -2147483648)  # non-candidates below every candidate
-    # bisection for the k_eff-th largest key; invariant: at least k_eff keys >= lo. A probe with exactly k_eff
-    # keys at or above it is the threshold (those keys are the top k_eff): its row stops there
+    key = tl.where(cand, _order_key(x), -2147483648)  # non-candidates below every candidate
+    # bisection for the k_eff-th largest key; invariant: at least k_eff keys >= lo, the k_eff-th <= hi. A probe
+    # with exactly k_eff keys at or above it is the threshold (those keys are the top k_eff): its row stops there
     lo = tl.full([BR], -2147483647, tl.int64)
     hi = tl.full([BR], 2147483647, tl.int64)
+    if HIST:
+        # the bucket holding the k_free-th largest unforced key: the last bucket whose count of keys in it and
+        # above reaches k_free. The forced keys (+inf) are at or above it unless it is one of NaN's buckets
+        # (above +inf), where the bounds would not hold: such rows search the whole range
+        k_free = k_eff - tl.sum((forced & cand).to(tl.int32), 1)
+        buckets = tl.arange(0, N_BUCKETS)
+        counts = tl.load(hist_ptr + (i_bh * T_Q + rows).to(tl.int64)[:, None] * N_BUCKETS + buckets[None, :],
+                         mask=row_ok[:, None], other=0)
+        at_or_above = tl.sum(counts, 1)[:, None] - tl.cumsum(counts, 1) + counts
+        found = tl.sum((at_or_above >= k_free[:, None]).to(tl.int32), 1) - 1
+        start = (found - BUCKET_ZERO).to(tl.int64) << BUCKET_SHIFT
+        narrow = (k_free > 0) & (found >= 0) & (found <= INF_BUCKET)
+        lo = tl.where(narrow, tl.maximum(start, -2147483647), lo)
+        hi = tl.where(narrow, start + (BUCKET_WIDTH - 1), hi)
     n_open = BR
     while n_open > 0:
         mid = lo + (hi - lo + 1) // 2
@@ -283,17 +332,24 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     out = torch.empty((b, compressed_k.shape[2], t_q, topk), dtype=torch.int64, device=q.device)
     if t_q == 0 or b == 0:
         return out
+    hkv = compressed_k.shape[2]
+    hist = torch.empty((b * hkv, 1 << HIST_BITS), dtype=torch.int32, device=q.device) \
+        if DECODE_HIST and t_q == 1 and direct else None  # direct launches only: see DECODE_HIST
     scores = block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel_stride, scale,
-                          exact_normalizer, direct=direct)
-    return topk_blocks(scores, out, t_k, block_size, init_blocks, local_blocks, direct=direct)
+                          exact_normalizer, direct=direct, hist=hist, forcing=(init_blocks, local_blocks))
+    return topk_blocks(scores, out, t_k, block_size, init_blocks, local_blocks, direct=direct, hist=hist)
 
 
 def block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel_stride, scale,
-                 exact_normalizer, *, direct: bool) -> torch.Tensor:
+                 exact_normalizer, *, direct: bool, hist: torch.Tensor | None = None,
+                 forcing: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Launches 1 and 2 of the module doc: the unforced block scores ``[B*Hkv, Tq, nb]`` (fp32; only the
     candidates ``b <= b_t`` written) of ``q`` ``[B, Tq, Hq, D]`` (``Tq >= 1``), the last ``Tq`` of ``t_k``
-    positions."""
+    positions. ``hist`` (``Tq = 1`` only): int32 ``[B*Hkv, 2^HIST_BITS]``, filled with each row's count of
+    candidates not forced by ``forcing`` (init, local blocks) per bucket of key bits (:data:`DECODE_HIST`)."""
     b, t_q, hq, d = q.shape
+    if hist is not None and t_q != 1:
+        raise ValueError(f"block_scores: hist is for one query per row, got Tq = {t_q}")
     n1, hkv = compressed_k.shape[1], compressed_k.shape[2]
     g = hq // hkv
     gp = pow2(g)
@@ -328,8 +384,9 @@ def block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, k
     c_norm = c2 if approx else c1
     tma = _tma_keys(c_norm, d, bd, direct) and _tma_keys(c1, d, bd, direct)
     launcher(_lse_kernel, direct)[(n_q, nsplit_l, b * hkv)](
-        q, c_norm, _key_descriptor(c_norm, bn, tma), m_part, l_part, qk_scale, t_q, t_k, n_norm,
-        cdiv(norm_tiles, nsplit_l), WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, TMA=tma, **common,
+        q, c_norm, _key_descriptor(c_norm, bn, tma), m_part, l_part, m_part if hist is None else hist, qk_scale,
+        t_q, t_k, n_norm, cdiv(norm_tiles, nsplit_l), WIN=win_n, STRIDE=stride_n, NSPLIT=nsplit_l, TMA=tma,
+        HIST=hist is not None, **common,
         **launch(warps, stages, pdl=pdl))
 
     # 2. block scores of the candidate blocks, blocks split like the keys above
@@ -337,10 +394,10 @@ def block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, k
     score_tiles = cdiv(nb * r, bn)
     nsplit_s = min(cdiv(2 * num_sms(dev), n_q * b * hkv), score_tiles)
     launcher(_score_kernel, direct)[(n_q, nsplit_s, b * hkv)](
-        q, c1, _key_descriptor(c1, bn, tma), m_part, l_part, scores, qk_scale, t_q, t_k, n1, n_norm, nb,
-        cdiv(score_tiles, nsplit_s), WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size,
+        q, c1, _key_descriptor(c1, bn, tma), m_part, l_part, scores, m_part if hist is None else hist, qk_scale,
+        t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s), *forcing, WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size,
         NSPLIT_L=nsplit_l, APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride,
-        TMA=tma, **common, **launch(warps, stages, pdl=pdl))
+        TMA=tma, HIST=hist is not None, **common, **launch(warps, stages, pdl=pdl))
     return scores
 
 
@@ -362,18 +419,21 @@ def _key_descriptor(c: torch.Tensor, bn: int, tma: bool):
 
 
 def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: int, init_blocks: int,
-                local_blocks: int, *, direct: bool) -> torch.Tensor:
+                local_blocks: int, *, direct: bool, hist: torch.Tensor | None = None) -> torch.Tensor:
     """Forcing + top-k of unforced block scores ``[B*Hkv, Tq, nb]`` (fp32, the last ``Tq`` of ``t_k``
     positions; only candidates ``b <= b_t`` are read) into ``out`` ``[B, Hkv, Tq, topk]`` (int64): the launch
-    of :func:`_topk_kernel`, same result as :func:`mixarch.ops.infllm_v2.select.select_blocks`."""
+    of :func:`_topk_kernel`, same result as :func:`mixarch.ops.infllm_v2.select.select_blocks`. ``hist``
+    (``Tq = 1``): the bucket counts of :func:`block_scores`, which must match ``scores``."""
     t_q, nb, topk = scores.shape[1], scores.shape[2], out.shape[-1]
+    if hist is not None and t_q != 1:
+        raise ValueError(f"topk_blocks: hist is for one query per row, got Tq = {t_q}")
     pdl = pdl_enabled(scores.device, direct)
     start = 0
     for nbp, end in _row_ranges(t_q, t_k, block_size, nb):
         br = max(1, min(pow2(end - start), 4096 // nbp if scores.is_cuda else 16))
         launcher(_topk_kernel, direct)[(cdiv(end - start, br), scores.shape[0])](
-            scores, out, t_q, t_k, nb, init_blocks, local_blocks, start, end, BLOCK=block_size, TOPK=topk,
-            TOPKP=pow2(topk), BR=br, NBP=nbp, **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl))
+            scores, scores if hist is None else hist, out, t_q, t_k, nb, init_blocks, local_blocks, start, end,
+            BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk), BR=br, NBP=nbp, HIST=hist is not None, **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl))
         start = end
     return out
 
