@@ -10,6 +10,8 @@ step (select + stage 2) as CUDA-graph replays, and whether the indices equal the
 
 from __future__ import annotations
 
+import os
+
 import torch
 from infllm_v2_profile import SALA, _decode_case  # bench/ (the script directory is on sys.path)
 from timing import graph_time_ms
@@ -48,8 +50,6 @@ def decode(t: int) -> None:
 def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("bench/decode_hist_ab.py needs a CUDA GPU")
-    import os
-
     os.environ[KERNELS_ENV] = "infllm_v2_select=triton,infllm_v2_sparse_attention=triton"
     print(f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     for t in (16384, 131072):

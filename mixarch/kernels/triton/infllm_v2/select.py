@@ -151,8 +151,8 @@ def _lse_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, hist_ptr, qk_scale, T_Q, T_K
 
 @triton.jit
 def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, hist_ptr, qk_scale, T_Q, T_K, N_C, N_NORM, NB,
-                  SPLIT_TILES, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
-                  D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
+                  SPLIT_TILES, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr,
+                  GP: tl.constexpr, BQ: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
                   R: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, NSPLIT_L: tl.constexpr,
                   APPROX: tl.constexpr, WIN2: tl.constexpr, STRIDE2: tl.constexpr, TMA: tl.constexpr,
                   HIST: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
@@ -333,7 +333,7 @@ def _select(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel
     if t_q == 0 or b == 0:
         return out
     hkv = compressed_k.shape[2]
-    hist = torch.empty((b * hkv, 1 << HIST_BITS), dtype=torch.int32, device=q.device) \
+    hist = torch.empty((b * hkv, N_BUCKETS.value), dtype=torch.int32, device=q.device) \
         if DECODE_HIST and t_q == 1 and direct else None  # direct launches only: see DECODE_HIST
     scores = block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, kernel_stride, scale,
                           exact_normalizer, direct=direct, hist=hist, forcing=(init_blocks, local_blocks))
@@ -395,8 +395,8 @@ def block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, k
     nsplit_s = min(cdiv(2 * num_sms(dev), n_q * b * hkv), score_tiles)
     launcher(_score_kernel, direct)[(n_q, nsplit_s, b * hkv)](
         q, c1, _key_descriptor(c1, bn, tma), m_part, l_part, scores, m_part if hist is None else hist, qk_scale,
-        t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s), *forcing, WIN=kernel_size, STRIDE=kernel_stride, R=r, TAIL=tail, BLOCK=block_size,
-        NSPLIT_L=nsplit_l, APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride,
+        t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s), *forcing, WIN=kernel_size, STRIDE=kernel_stride,
+        R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l, APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride,
         TMA=tma, HIST=hist is not None, **common, **launch(warps, stages, pdl=pdl))
     return scores
 
@@ -433,7 +433,8 @@ def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: i
         br = max(1, min(pow2(end - start), 4096 // nbp if scores.is_cuda else 16))
         launcher(_topk_kernel, direct)[(cdiv(end - start, br), scores.shape[0])](
             scores, scores if hist is None else hist, out, t_q, t_k, nb, init_blocks, local_blocks, start, end,
-            BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk), BR=br, NBP=nbp, HIST=hist is not None, **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl))
+            BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk), BR=br, NBP=nbp, HIST=hist is not None,
+            **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl))
         start = end
     return out
 
