@@ -35,7 +35,7 @@ def passes(t: int, gen: torch.Generator) -> None:
         out = torch.empty(lay.n_slots, H, D, D, dtype=torch.float32, device="cuda")
         C._segment_state[C._grid(D, lay, H)](a, b, decay, out, None, None, t, lay.n_seg, scale, H=H, DA=D, DB=D,
                                              BA=D, TB=C.STATE_TILE, C=C.CHUNK, SEG=seg, REVERSE=reverse,
-                                             VARLEN=False, IEEE=False)
+                                             VARLEN=False, IEEE=False, UNDERFLOW=C.UNDERFLOW_LOG2)
         return out
 
     committed = S.TILE, S.STAGES, S.WARPS
@@ -45,10 +45,10 @@ def passes(t: int, gen: torch.Generator) -> None:
         for tile, stages, warps in VARIANTS:
             S.TILE, S.STAGES, S.WARPS = tile, stages, warps
             try:
-                got = S.segment_states(a, b, decay, lay, scale, reverse)
+                got = S.segment_states(a, b, decay, lay, scale, reverse, C.UNDERFLOW_LOG2)
                 same = "=" if torch.equal(got, want) else \
                     f"~{((got - want).abs().max() / want.abs().max()).item():.1e}"
-                ms = time_ms(lambda a=a, b=b, r=reverse: S.segment_states(a, b, decay, lay, scale, r), False)
+                ms = time_ms(lambda a=a, b=b, r=reverse: S.segment_states(a, b, decay, lay, scale, r, C.UNDERFLOW_LOG2), False)
                 row.append(f"Gluon {tile}/{stages}/{warps} {ms:.3f} ({same})")
             except Exception as err:  # noqa: BLE001 - a variant that does not fit is reported, not fatal
                 row.append(f"Gluon {tile}/{stages}/{warps} failed: {type(err).__name__}: {str(err)[:120]}")

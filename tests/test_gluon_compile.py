@@ -65,12 +65,14 @@ for wg, (name, dtype, varlen, reverse, state_t) in [(wg, sweep) for wg in (1, 2)
                   VARLEN=varlen, REVERSE=reverse, STATE_T=state_t, num_warps=4 * wg)
     label = name + (" wide" if wg == 2 else "")
     out[label] = compile_variant(G._sweep, sig, consts, 4 * wg)
-for name, dtype, varlen, reverse in (("state", gl.bfloat16, False, False), ("state varlen", gl.bfloat16, True, False),
-                                     ("state reverse", gl.float16, False, True)):
+for name, dtype, varlen, reverse, underflow in (("state", gl.bfloat16, False, False, 160.0),
+                                                ("state varlen", gl.bfloat16, True, False, 160.0),
+                                                ("state reverse", gl.float16, False, True, 160.0),
+                                                ("state every chunk", gl.bfloat16, False, False, 0.0)):
     sig = {"a_desc": desc(dtype, S.CHUNK, 128), "b_desc": desc(dtype, S.CHUNK, S.TILE), "out": "*fp32"}
     consts = dict(H=32, DA=128, DB=128, TB=S.TILE, C=S.CHUNK, STAGES=S.STAGES,
                   BW_LAYOUT=gl.NVMMASharedLayout.get_default_for([S.CHUNK, S.TILE], dtype), REVERSE=reverse,
-                  VARLEN=varlen, num_warps=S.WARPS)
+                  VARLEN=varlen, UNDERFLOW=underflow, num_warps=S.WARPS)
     out[name] = compile_variant(S._states, sig, consts, S.WARPS)
 print(json.dumps(out))
 '''
@@ -83,7 +85,8 @@ def test_gluon_sweep_compiles_for_hopper():
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(run.stdout.strip().splitlines()[-1])
     sweeps = {"bf16", "bf16 varlen", "fp16", "dq", "dk", "dv"}
-    assert set(results) == sweeps | {s + " wide" for s in sweeps} | {"state", "state varlen", "state reverse"}
+    assert set(results) == sweeps | {s + " wide" for s in sweeps} | {"state", "state varlen", "state reverse",
+                                                                     "state every chunk"}
     for name, got in results.items():
         assert got["overlapped"], f"{name}: no wgmma wait with one group in flight"
         assert got["wgmma"] > 0, name

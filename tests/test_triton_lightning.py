@@ -88,8 +88,14 @@ def test_varlen_outputs_states_and_state_gradients(lengths, dtype):
 @pytest.mark.parametrize("t", [CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK - 1, 2 * CHUNK, 2 * CHUNK + 1, 4 * CHUNK + 3])
 def test_chunk_and_segment_boundaries(t):
     """Segments of two chunks: every way T can fall around a chunk or segment edge, forward and backward."""
-    b, h, scale = 2, 2, 0.3
+    b, h = 2, 2
     q, k, v, decay, h0 = _inputs(b, t, h, 16, 16, b, seed=3 * t)
+    _check_chunk_kernels(q, k, v, decay, h0, f"T={t}")
+
+
+def _check_chunk_kernels(q, k, v, decay, h0, label, scale=0.3):
+    """Forward and backward of the chunk kernels (segments of two chunks) against the fp64 reference: o, final
+    state, dq, dk, dv, dh0."""
     o, ht, enter = chunk_fwd(q, k, v, decay, h0, None, scale, CHUNK, 2 * CHUNK)
     do, dht = seeded_randn(o.shape, 5, device=DEVICE), seeded_randn(ht.shape, 6, device=DEVICE)
     grads = chunk_bwd(q, k, v, decay, enter, do, dht, None, scale, CHUNK, 2 * CHUNK)
@@ -98,7 +104,85 @@ def test_chunk_and_segment_boundaries(t):
                                         output_final_state=True)
     rgrads = torch.autograd.grad((ro * do.double()).sum() + (rht * dht.double()).sum(), leaves)
     for name, r, g in zip(("o", "final state", "dq", "dk", "dv", "dh0"), (ro, rht, *rgrads), (o, ht, *grads)):
-        _check(f"T={t} {name}", r.detach(), g, torch.float32)
+        _check(f"{label} {name}", r.detach(), g, torch.float32)
+
+
+#: per-token decays of four heads: the first two let whole chunks of a two-chunk segment underflow (weights
+#: below 2^-160) in the state passes, the last two none (0: no decay)
+STRONG_DECAY = [12.0, 8.0, 0.5, 0.0]
+
+
+def _state_pass(a, b, decay, lay, scale, reverse, underflow, out=None):
+    """``_segment_state``'s local states ``[n_slots, H, D, D]`` for ``lay`` (fp32 NaN-poisoned output)."""
+    from mixarch.kernels.triton.lightning import chunk
+
+    t, h, d = a.shape[1:]
+    out = torch.full((lay.n_slots, h, d, d), float("nan"), device=DEVICE)
+    chunk._segment_state[chunk._grid(d, lay, h)](
+        a, b, decay, out, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DA=d, DB=d,
+        BA=chunk._pad(d), TB=chunk._tile(d, chunk.STATE_TILE), C=CHUNK, SEG=lay.segment, REVERSE=reverse,
+        VARLEN=lay.varlen, IEEE=chunk._ieee(a), UNDERFLOW=underflow)
+    return out
+
+
+def _skipped_rows(lay, t, decay, reverse):
+    """``[B*T, H]`` mask of the rows that :func:`~mixarch.kernels.triton.lightning.chunk.weighted_chunks` skips,
+    recomputed on the host: whole chunks whose weights' exponents ``m * s * log2(e)`` are all >= the cutoff."""
+    import math
+
+    from mixarch.kernels.triton.lightning.chunk import UNDERFLOW_LOG2
+
+    mask = torch.zeros(lay.n_slots * lay.segment + t, len(decay), dtype=torch.bool)
+    for j in range(lay.n_slots):
+        g0 = j // lay.n_seg * t + j % lay.n_seg * lay.segment
+        n = min(lay.segment, t - j % lay.n_seg * lay.segment)
+        for hh, s in enumerate(decay.tolist()):
+            for c0 in range(0, n, CHUNK):
+                rows = range(c0, min(c0 + CHUNK, n))
+                exps = [(i + 1 if reverse else n - 1 - i) * s * math.log2(math.e) for i in rows]
+                if min(exps) >= UNDERFLOW_LOG2 + 1e-3:  # clear of the cutoff's rounding
+                    mask[g0 + c0:g0 + c0 + len(rows), hh] = True
+    return mask[:t * (lay.n_slots // lay.n_seg)]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+def test_state_pass_skips_exactly_the_chunks_whose_weights_underflow(reverse):
+    """The segment-state pass does not read the chunks whose decay weights are all below 2^-UNDERFLOW_LOG2 (exact
+    zeros in fp32): its states equal, bit for bit, those of the pass that reads every chunk; with those chunks'
+    rows poisoned with NaN they still do (so they are not read); and they match the fp64 sums."""
+    from mixarch.kernels.triton.lightning import chunk
+    from mixarch.kernels.triton.lightning.chunk import UNDERFLOW_LOG2
+
+    b, h, d, scale = 2, len(STRONG_DECAY), 16, 0.3
+    t = 5 * CHUNK + 3  # segments of two chunks: two full ones and a partial one per sequence
+    a = seeded_randn((b, t, h, d), 41, device=DEVICE)
+    v = seeded_randn((b, t, h, d), 42, device=DEVICE)
+    decay = torch.tensor(STRONG_DECAY, device=DEVICE)
+    lay = chunk.make_layout(b, t, None, 2 * CHUNK)
+    every = _state_pass(a, v, decay, lay, scale, reverse, 0.0)
+    skipping = _state_pass(a, v, decay, lay, scale, reverse, UNDERFLOW_LOG2)
+    assert torch.equal(skipping, every)
+    skipped = _skipped_rows(lay, t, decay.cpu(), reverse).view(b, t, h).to(DEVICE)
+    assert skipped[:, :, 0].any() and skipped[:, :, 1].any() and not skipped[:, :, 2:].any()
+    poisoned = [x.masked_fill(skipped[..., None], float("nan")) for x in (a, v)]
+    assert torch.equal(_state_pass(*poisoned, decay, lay, scale, reverse, UNDERFLOW_LOG2), every)
+    assert _state_pass(*poisoned, decay, lay, scale, reverse, 0.0)[:, :2].isnan().any()  # read when not skipped
+    lam = torch.exp(-decay.double())
+    for j in range(lay.n_slots):
+        g0, n = j % lay.n_seg * lay.segment, min(lay.segment, t - j % lay.n_seg * lay.segment)
+        i = torch.arange(n, device=DEVICE, dtype=torch.float64)
+        w = scale * lam[:, None] ** (i + 1) if reverse else lam[:, None] ** (n - 1 - i)  # [H, n]
+        seq = j // lay.n_seg
+        ref = torch.einsum("nha,nhb,hn->hab", a[seq, g0:g0 + n].double(), v[seq, g0:g0 + n].double(), w)
+        _check(f"slot {j}", ref, skipping[j], torch.float32)
+
+
+def test_strong_decays_forward_and_backward():
+    """Forward and backward through the chunk kernels with decays that make the state passes skip chunks (and no
+    decay at all) match the fp64 reference: o, final state, dq, dk, dv, dh0."""
+    b, h, t = 1, len(STRONG_DECAY), 6 * CHUNK + 5
+    q, k, v, _, h0 = _inputs(b, t, h, 16, 16, b, seed=9)
+    _check_chunk_kernels(q, k, v, torch.tensor(STRONG_DECAY, device=DEVICE), h0, "strong decays")
 
 
 @pytest.mark.parametrize("with_state", [True, False])
@@ -388,11 +472,8 @@ def test_gluon_segment_states_equal_the_triton_pass(monkeypatch, dtype, case, re
     a, _, v, decay, _ = _inputs(b, t, h, 128, 128, 1, seed=t + 11, dtype=dtype, strength=0.5)
     lay = chunk.make_layout(b, t, cu, segment)
     assert gluon_state.ready(a, v, CHUNK)
-    got = gluon_state.segment_states(a, v, decay, lay, scale, reverse)
-    want = torch.full_like(got, float("nan"))
-    chunk._segment_state[chunk._grid(128, lay, h)](
-        a, v, decay, want, lay.slot_start, lay.slot_len, t, lay.n_seg, scale, H=h, DA=128, DB=128, BA=128,
-        TB=chunk.STATE_TILE, C=CHUNK, SEG=segment, REVERSE=reverse, VARLEN=lay.varlen, IEEE=False)
+    got = gluon_state.segment_states(a, v, decay, lay, scale, reverse, chunk.UNDERFLOW_LOG2)
+    want = _state_pass(a, v, decay, lay, scale, reverse, chunk.UNDERFLOW_LOG2)
     assert torch.equal(got, want)
     starts = lay.slot_start.tolist() if lay.varlen else [i // lay.n_seg * t + i % lay.n_seg * segment
                                                          for i in range(lay.n_slots)]
@@ -408,6 +489,68 @@ def test_gluon_segment_states_equal_the_triton_pass(monkeypatch, dtype, case, re
             assert_close_rel(f"slot {j}", ref, got[j].to(dtype))
         else:
             assert torch.equal(got[j], torch.zeros_like(got[j])), f"slot {j}: empty, not zeros"
+
+
+@pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_gluon_state_pass_skips_the_chunks_the_triton_pass_skips(monkeypatch, dtype, reverse):
+    """With decays whose weights underflow over whole chunks, the Gluon state pass skips the same chunks: its
+    states equal the Triton pass's with and without skipping, bit for bit, also with those chunks poisoned."""
+    from mixarch.kernels.triton.lightning import chunk, gluon_state, gluon_sweep
+
+    if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
+        pytest.skip("the Gluon state pass is for compute capability 9.x with Gluon available")
+    monkeypatch.setattr(gluon_sweep, "MIN_TOKEN_HEADS", 0)
+    b, h, t, scale = 2, len(STRONG_DECAY), 5 * CHUNK + 3, 0.3
+    a = seeded_randn((b, t, h, 128), 43, device=DEVICE).to(dtype)
+    v = seeded_randn((b, t, h, 128), 44, device=DEVICE).to(dtype)
+    decay = torch.tensor(STRONG_DECAY, device=DEVICE)
+    lay = chunk.make_layout(b, t, None, 2 * CHUNK)
+    every = _state_pass(a, v, decay, lay, scale, reverse, 0.0)
+    assert torch.equal(gluon_state.segment_states(a, v, decay, lay, scale, reverse, 0.0), every)
+    skipped = _skipped_rows(lay, t, decay.cpu(), reverse).view(b, t, h).to(DEVICE)
+    assert skipped[:, :, :2].any()
+    poisoned = [x.masked_fill(skipped[..., None], float("nan")) for x in (a, v)]
+    got = gluon_state.segment_states(*poisoned, decay, lay, scale, reverse, chunk.UNDERFLOW_LOG2)
+    assert torch.equal(got, every)
+
+
+#: a fresh process whose first backward (on the autograd engine's worker thread) begins with a launch of a Gluon
+#: kernel already loaded on the main thread (loading a kernel binds the context; launching one does not)
+FIRST_BACKWARD = r"""
+import torch
+from mixarch.kernels.triton.lightning import gluon_sweep
+from mixarch.kernels.triton.lightning.chunk import CHUNK, chunk_bwd, chunk_fwd, segment_size
+from mixarch.ops.lightning import alibi_slopes, lightning_attention
+
+gluon_sweep.MIN_TOKEN_HEADS = 0
+q, k, v, do = (torch.randn(1, 256, 2, 128, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+decay, scale, seg = alibi_slopes(2).cuda(), 128 ** -0.5, segment_size(256, 2)
+enter = chunk_fwd(q, k, v, decay, None, None, scale, CHUNK, seg, direct=True)[2]
+chunk_bwd(q, k, v, decay, enter, do, None, None, scale, CHUNK, seg, direct=True)  # loaded on this thread
+leaves = [x.requires_grad_() for x in (q, k, v)]
+o = lightning_attention(*leaves, decay)[0]
+grads = torch.autograd.grad(o, leaves, do)
+assert gluon_sweep.ENABLED and all(torch.isfinite(g).all().item() for g in grads)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")
+def test_backward_whose_first_cuda_work_is_a_gluon_launch():
+    """The autograd engine runs a backward on its own thread; when the first CUDA work there is a launch with
+    host-side TMA descriptors, its context must be made current first (``bind_context``), or Triton fails to
+    encode them ("invalid device context")."""
+    import subprocess
+    import sys
+
+    from mixarch.kernels.triton.lightning import gluon_sweep
+
+    if torch.cuda.get_device_capability()[0] != 9 or gluon_sweep.gluon is None:
+        pytest.skip("the Gluon kernels are for compute capability 9.x with Gluon available")
+    run = subprocess.run([sys.executable, "-c", FIRST_BACKWARD], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-2000:]
 
 
 @pytest.mark.skipif(not CUDA, reason="Gluon kernels need a CUDA GPU (there is no Gluon interpreter)")

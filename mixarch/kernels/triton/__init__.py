@@ -5,6 +5,7 @@ before Python starts, or at least before the kernels are defined: tiny fp32 shap
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 
@@ -69,3 +70,22 @@ def tma_ready(*tensors: torch.Tensor) -> bool:
     if not all(t.is_contiguous() and t.storage_offset() * t.element_size() % 16 == 0 for t in tensors):
         return False
     return interpreting() or all(t.is_cuda and torch.cuda.get_device_capability(t.device)[0] >= 9 for t in tensors)
+
+
+_BOUND = threading.local()  # the CUDA devices whose context this thread has made current
+
+
+def bind_context(device: torch.device) -> None:
+    """Make ``device``'s CUDA context current on this thread before host-side TMA descriptors are encoded for a
+    launch on it. Triton makes the context current only inside the launch, after it has encoded the kernel's
+    tensor maps, so a thread whose first CUDA work is such a launch (the autograd engine's worker thread, when a
+    backward begins with one) fails with "Failed to create tensor map descriptor: invalid device context". A
+    runtime call that needs the context binds it; once per thread and device."""
+    if device.type != "cuda":
+        return
+    bound = _BOUND.__dict__.setdefault("devices", set())
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index not in bound:
+        with torch.cuda.device(index):
+            torch.cuda.is_current_stream_capturing()  # cudaStreamIsCapturing: legal while a graph is captured
+        bound.add(index)

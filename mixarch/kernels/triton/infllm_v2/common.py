@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from mixarch.kernels.triton import interpreting
+from mixarch.kernels.triton import bind_context, interpreting
 
 #: ``exp(x) == exp2(x * LOG2E)``: the kernels keep logits and log-sum-exps in the log2 domain.
 LOG2E = 1.4426950408889634
@@ -47,4 +47,5 @@ def row_descriptor(x: torch.Tensor, rows: int) -> TensorDescriptor:
     """The ``[1, rows, D]`` block descriptor of ``x`` ``[B, N, H, D]`` viewed as ``[B, N, H * D]``: a block is
     ``rows`` consecutive rows of one head (rows past ``N``, or before 0, read as zeros)."""
     b, n, h, d = x.shape
+    bind_context(x.device)
     return TensorDescriptor.from_tensor(x.view(b, n, h * d), [1, rows, d])

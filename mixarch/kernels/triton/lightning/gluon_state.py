@@ -7,7 +7,9 @@ lambda^(i+1)``. Per chunk the weighted rows ``w b`` are written to shared memory
 ``_segment_state`` rounds them) and ``a^T (w b)`` is issued as an asynchronous ``wgmma`` onto the fp32
 accumulator; the program waits for it only one chunk later, when its tiles' stage is refilled. The results equal
 ``_segment_state``'s bit for bit (tests/test_triton_lightning.py, on an H200). At T = 128K (B = 1, 32 heads of
-128, bf16) the pass takes 0.525 ms against 0.635 ms, 4.1 TB/s (docs/benchmarks.md).
+128, bf16) the pass reading every chunk takes 0.525 ms against 0.635 ms, 4.1 TB/s; skipping the chunks whose
+weights underflow (as ``_segment_state`` does), 0.259 ms with the 8192-token segments used there
+(docs/benchmarks.md).
 
 Taken where :func:`~.gluon_sweep.ready` allows the Gluon sweep (direct launches on compute capability 9.x,
 16-bit, ``Dk = 128``, long inputs; ``gluon_sweep.ENABLED``) and :data:`ENABLED`; every other call takes
@@ -52,12 +54,24 @@ if gluon is not None:
     @gluon.jit
     def _states(a_desc, b_desc, decay, out, slot_start, slot_len, T, NSEG, SEG, scale, H: gl.constexpr,
                 DA: gl.constexpr, DB: gl.constexpr, TB: gl.constexpr, C: gl.constexpr, STAGES: gl.constexpr,
-                BW_LAYOUT: gl.constexpr, REVERSE: gl.constexpr, VARLEN: gl.constexpr, num_warps: gl.constexpr):
+                BW_LAYOUT: gl.constexpr, REVERSE: gl.constexpr, VARLEN: gl.constexpr, UNDERFLOW: gl.constexpr,
+                num_warps: gl.constexpr):
         """``out[j, h, :, tile]`` (fp32 ``[n_slots, H, DA, DB]``) for one segment slot and head: ``_segment_state``'s
         program (same grid with ``TB`` columns), a / b ``[rows, H * D]`` descriptors with ``[C, DA]`` / ``[C, TB]``
-        boxes."""
+        boxes; the same chunks skipped (those whose weights all underflow, ``UNDERFLOW``)."""
         j, h, tile, g0, n = _program(slot_start, slot_len, T, NSEG, SEG, DB // TB, VARLEN)
-        n_chunks = gl.cdiv(n, C)
+        s2 = gl.load(decay + h) * LOG2E
+        c_lo = 0
+        c_hi = gl.cdiv(n, C)
+        if UNDERFLOW > 0:  # chunk.weighted_chunks (no Triton function can be called from Gluon)
+            m_keep = gl.minimum(UNDERFLOW / gl.maximum(s2, 1e-30), n.to(gl.float32)).to(gl.int32)
+            if REVERSE:
+                c_hi = gl.minimum(c_hi, gl.cdiv(m_keep, C))
+            else:
+                c_lo = gl.maximum(n - 1 - m_keep, 0) // C
+        n_chunks = c_hi - c_lo
+        g0 = g0 + c_lo * C  # the segment's chunks from c_lo on, as a segment of n - c_lo * C tokens: the same
+        n = n - c_lo * C  # weights lambda^(n-1-i) (forward; backward: c_lo = 0)
         col_a = h * DA
         col_b = h * DB + tile * TB
         dt: gl.constexpr = a_desc.dtype
@@ -66,7 +80,6 @@ if gluon is not None:
                                                       instr_shape=[16, TB, 16])
         blk: gl.constexpr = gl.BlockedLayout([1, 8], [256 // TB, TB // 8], [num_warps, 1], [1, 0])
         blk_a: gl.constexpr = gl.BlockedLayout([1, 8], [2, 16], [num_warps, 1], [1, 0])
-        s2 = gl.load(decay + h) * LOG2E
         rb = gl.arange(0, C, layout=gl.SliceLayout(1, blk))
         ra = gl.arange(0, C, layout=gl.SliceLayout(1, blk_a))
 
@@ -89,8 +102,10 @@ if gluon is not None:
             as_ = a_s.index(st)
             c0 = c * C
             if n - c0 < C:  # rows past the segment (another segment or sequence): zeros, as _segment_state reads
-                aa = as_.load(blk_a)
+                aa = as_.load(blk_a)  # (b's too: a zero weight would turn a NaN or inf there into a NaN here)
                 as_.store(gl.where((c0 + ra < n)[:, None], aa, gl.zeros_like(aa)))
+                bb = b_s.index(st).load(blk)
+                b_s.index(st).store(gl.where((c0 + rb < n)[:, None], bb, gl.zeros_like(bb)))
             if REVERSE:
                 w = scale * gl.exp2(-(c0 + rb + 1).to(gl.float32) * s2)
             else:
@@ -125,9 +140,10 @@ def ready(a: torch.Tensor, b: torch.Tensor, chunk: int) -> bool:
 
 
 def segment_states(a: torch.Tensor, b: torch.Tensor, decay: torch.Tensor, layout, scale: float,
-                   reverse: bool) -> torch.Tensor:
+                   reverse: bool, underflow: float) -> torch.Tensor:
     """The local state of every segment slot ``[n_slots, H, Da, Db]`` (fp32) for the segment ``layout`` of
-    :func:`~.chunk.make_layout`: a ``[B, T, H, Da]``, b ``[B, T, H, Db]`` (k, v; or q, do when ``reverse``)."""
+    :func:`~.chunk.make_layout`: a ``[B, T, H, Da]``, b ``[B, T, H, Db]`` (k, v; or q, do when ``reverse``);
+    chunks whose weights all underflow are skipped (``underflow``: :data:`~.chunk.UNDERFLOW_LOG2`)."""
     bs, t, h, da = a.shape
     db = b.shape[-1]
     box_a, box_b = gluon_sweep.smem_layout(CHUNK, da, a.dtype), gluon_sweep.smem_layout(CHUNK, TILE, a.dtype)
@@ -137,12 +153,12 @@ def segment_states(a: torch.Tensor, b: torch.Tensor, decay: torch.Tensor, layout
     _states[((db // TILE) * layout.n_slots, h)](
         a_desc, b_desc, decay, out, layout.slot_start, layout.slot_len, t, layout.n_seg, layout.segment, scale,
         H=h, DA=da, DB=db, TB=TILE, C=CHUNK, STAGES=STAGES, BW_LAYOUT=box_b, REVERSE=reverse,
-        VARLEN=layout.varlen, num_warps=WARPS)
+        VARLEN=layout.varlen, UNDERFLOW=float(underflow), num_warps=WARPS)
     return out
 
 
 def try_segment_states(a: torch.Tensor, b: torch.Tensor, decay: torch.Tensor, layout, scale: float,
-                       reverse: bool) -> torch.Tensor | None:
+                       reverse: bool, underflow: float) -> torch.Tensor | None:
     """:func:`segment_states`, or None (after a warning) where Gluon cannot compile it: the caller runs
     ``_segment_state``."""
-    return gluon_sweep._compiled_or_none(segment_states, a, b, decay, layout, scale, reverse)
+    return gluon_sweep._compiled_or_none(segment_states, a, b, decay, layout, scale, reverse, underflow)

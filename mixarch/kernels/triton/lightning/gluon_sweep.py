@@ -39,7 +39,7 @@ import torch
 import triton
 from triton.compiler.errors import CompilationError
 
-from mixarch.kernels.triton import interpreting, tma_ready
+from mixarch.kernels.triton import bind_context, interpreting, tma_ready
 
 try:  # Gluon is experimental: its absence (or a changed API) leaves the Triton sweep in place
     from triton.experimental import gluon
@@ -326,6 +326,7 @@ def _compiled_or_none(fn, *args):
     and changes between releases): then a warning says so, :data:`ENABLED` turns off and the caller runs the
     Triton kernels."""
     global ENABLED
+    bind_context(args[0].device)
     try:
         return fn(*args)
     except CompilationError as err:
