@@ -126,7 +126,7 @@ def _state_pass(a, b, decay, lay, scale, reverse, underflow, out=None):
 
 
 def _skipped_rows(lay, t, decay, reverse):
-    """``[B*T, H]`` mask of the rows that :func:`~mixarch.kernels.triton.lightning.chunk.weighted_chunks` skips,
+    """``[B*T, H]`` mask of the rows that :func:`~mixarch.kernels.triton.lightning.chunk._weighted_chunks` skips,
     recomputed on the host: whole chunks whose weights' exponents ``m * s * log2(e)`` are all >= the cutoff."""
     import math
 

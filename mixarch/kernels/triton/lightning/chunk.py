@@ -124,7 +124,7 @@ def _store_rows(x, value, rows, valid, h, cols, H: tl.constexpr, D: tl.constexpr
 
 
 @triton.jit
-def weighted_chunks(n, s2, C: tl.constexpr, REVERSE: tl.constexpr, UNDERFLOW: tl.constexpr):
+def _weighted_chunks(n, s2, C: tl.constexpr, REVERSE: tl.constexpr, UNDERFLOW: tl.constexpr):
     """Chunks ``[lo, hi)`` (indices) of a segment of ``n`` tokens whose state-pass weights are not all exactly 0:
     ``lambda^m = 2^-(m * s2)`` with ``m = n-1-i`` (forward) or ``i+1`` (``REVERSE``) is taken as 0 from
     ``m * s2 >= UNDERFLOW`` on (:data:`UNDERFLOW_LOG2`; 0: every chunk)."""
@@ -148,13 +148,13 @@ def _segment_state(a, b, decay, out, slot_start, slot_len, T, NSEG, scale, H: tl
     """``out[j, h, :, tile] = sum_i w_i a_i^T b_i[tile]`` over segment ``j``: ``w_i = lambda^(len-1-i)``
     (forward: k, v) or ``scale lambda^(i+1)`` (``REVERSE``, backward: q, do). a ``[*, H, DA]``, b ``[*, H, DB]``,
     out ``[n_slots, H, DA, DB]`` fp32; one program per (``TB`` columns, segment), head. Chunks whose weights all
-    underflow are not read (:func:`weighted_chunks`)."""
+    underflow are not read (:func:`_weighted_chunks`)."""
     j, h, g0, n, ib = _program(DB, TB, slot_start, slot_len, T, NSEG, SEG, VARLEN)
     s2 = tl.load(decay + h) * LOG2E
     r = tl.arange(0, C)
     ia = tl.arange(0, BA)
     acc = tl.zeros([BA, TB], dtype=tl.float32)
-    lo, hi = weighted_chunks(n, s2, C, REVERSE, UNDERFLOW)
+    lo, hi = _weighted_chunks(n, s2, C, REVERSE, UNDERFLOW)
     for c0 in range(lo * C, hi * C, C):
         rows = g0 + c0 + r
         valid = (c0 + r) < n

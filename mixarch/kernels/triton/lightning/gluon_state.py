@@ -63,7 +63,7 @@ if gluon is not None:
         s2 = gl.load(decay + h) * LOG2E
         c_lo = 0
         c_hi = gl.cdiv(n, C)
-        if UNDERFLOW > 0:  # chunk.weighted_chunks (no Triton function can be called from Gluon)
+        if UNDERFLOW > 0:  # chunk._weighted_chunks (no Triton function can be called from Gluon)
             m_keep = gl.minimum(UNDERFLOW / gl.maximum(s2, 1e-30), n.to(gl.float32)).to(gl.int32)
             if REVERSE:
                 c_hi = gl.minimum(c_hi, gl.cdiv(m_keep, C))
