@@ -4,7 +4,7 @@
 # ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-#   bash bench/gpu_session.sh [STEP ...]         # steps: tests gluon_tests lightning sweep infllm infllm_profile pdl ab tma_ab eager_ab e2e
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests gluon_tests lightning skip_ab sweep infllm infllm_profile pdl ab tma_ab eager_ab e2e
 #                                                # (default: tests lightning infllm e2e)
 #
 # The limits add up to about 28 minutes; a device call allows 10, so split the steps over calls (e.g.
@@ -16,6 +16,8 @@
 # lightning / infllm: bench/lightning.py (128K first) and bench/infllm_v2.py. fla autotunes dozens of configs per
 #        kernel at its first call, compiled one after another (minutes on a fresh machine), so lightning runs
 #        without fla unless WITH_FLA=1, which first compiles them in 14 processes (bench/fla_precompile.py, ~80 s).
+# skip_ab: bench/lightning_skip_ab.py (the state passes with and without skipping underflowing chunks, segment lengths;
+#        with fla when WITH_FLA=1, after its precompile).
 # sweep: bench/lightning_sweep.py (launch configurations of the Lightning kernels at 128K; SWEEP_ROWS="0 11" picks rows).
 # infllm_profile: bench/infllm_v2_profile.py --sweep (per-kernel profile, backward launch variants, decode, eager host time).
 # pdl:   bench/pdl_ab.py (programmatic dependent launch on and off: decode step, layer forward).
@@ -59,6 +61,12 @@ for s in "${steps[@]}"; do
                    fi
                    step lightning 290 python3 bench/lightning.py "${fla[@]}" --lengths 131072 65536 32768 16384 4096 \
                        --out "$OUT/lightning.md" ;;
+        skip_ab) if [ "${WITH_FLA:-0}" = 1 ]; then
+                     step fla_precompile 210 python3 bench/fla_precompile.py 14
+                     step skip_ab 240 python3 bench/lightning_skip_ab.py --fla
+                 else
+                     step skip_ab 240 python3 bench/lightning_skip_ab.py
+                 fi ;;
         sweep) step sweep 240 python3 bench/lightning_sweep.py ${SWEEP_ROWS:+--rows $SWEEP_ROWS} ;;
         infllm) step infllm 300 python3 bench/infllm_v2.py --out "$OUT/infllm_v2.md" ;;
         infllm_profile) step infllm_profile 240 python3 bench/infllm_v2_profile.py --sweep ;;
@@ -71,6 +79,6 @@ for s in "${steps[@]}"; do
                   step lightning_host 120 python3 bench/lightning_host.py ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
-        *) echo "unknown step $s (tests, gluon_tests, lightning, sweep, infllm, infllm_profile, pdl, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
+        *) echo "unknown step $s (tests, gluon_tests, lightning, skip_ab, sweep, infllm, infllm_profile, pdl, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
     esac
 done
