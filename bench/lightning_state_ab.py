@@ -48,7 +48,8 @@ def passes(t: int, gen: torch.Generator) -> None:
                 got = S.segment_states(a, b, decay, lay, scale, reverse, C.UNDERFLOW_LOG2)
                 same = "=" if torch.equal(got, want) else \
                     f"~{((got - want).abs().max() / want.abs().max()).item():.1e}"
-                ms = time_ms(lambda a=a, b=b, r=reverse: S.segment_states(a, b, decay, lay, scale, r, C.UNDERFLOW_LOG2), False)
+                ms = time_ms(lambda a=a, b=b, r=reverse: S.segment_states(a, b, decay, lay, scale, r,
+                                                                          C.UNDERFLOW_LOG2), False)
                 row.append(f"Gluon {tile}/{stages}/{warps} {ms:.3f} ({same})")
             except Exception as err:  # noqa: BLE001 - a variant that does not fit is reported, not fatal
                 row.append(f"Gluon {tile}/{stages}/{warps} failed: {type(err).__name__}: {str(err)[:120]}")

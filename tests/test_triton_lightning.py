@@ -573,7 +573,7 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     lengths = data.draw(compositions(t), label="lengths") if varlen else None
     b = 1 if varlen else data.draw(st.sampled_from([1, 2]), label="B")
     segment = data.draw(st.sampled_from([CHUNK, 2 * CHUNK, 4 * CHUNK]), label="segment")
-    strength = data.draw(st.sampled_from([0.1, 1.0, 4.0]), label="decay strength")
+    strength = data.draw(st.sampled_from([0.1, 1.0, 4.0, 512.0]), label="decay strength")
     wide = data.draw(st.booleans(), label="two warpgroups per program")
     cu = None if lengths is None else cu_seqlens_from(lengths).to(DEVICE)
     n = b if cu is None else len(lengths)

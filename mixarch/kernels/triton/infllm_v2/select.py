@@ -152,7 +152,8 @@ def _lse_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, hist_ptr, qk_scale, T_Q, T_K
 @triton.jit
 def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, hist_ptr, qk_scale, T_Q, T_K, N_C, N_NORM, NB,
                   SPLIT_TILES, INIT, LOCAL, HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr,
-                  GP: tl.constexpr, BQ: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
+                  GP: tl.constexpr, BQ: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+                  WIN: tl.constexpr, STRIDE: tl.constexpr,
                   R: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, NSPLIT_L: tl.constexpr,
                   APPROX: tl.constexpr, WIN2: tl.constexpr, STRIDE2: tl.constexpr, TMA: tl.constexpr,
                   HIST: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
@@ -396,7 +397,8 @@ def block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, k
     launcher(_score_kernel, direct)[(n_q, nsplit_s, b * hkv)](
         q, c1, _key_descriptor(c1, bn, tma), m_part, l_part, scores, m_part if hist is None else hist, qk_scale,
         t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s), *forcing, WIN=kernel_size, STRIDE=kernel_stride,
-        R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l, APPROX=approx, WIN2=C2_FACTOR * kernel_size, STRIDE2=C2_FACTOR * kernel_stride,
+        R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l, APPROX=approx, WIN2=C2_FACTOR * kernel_size,
+        STRIDE2=C2_FACTOR * kernel_stride,
         TMA=tma, HIST=hist is not None, **common, **launch(warps, stages, pdl=pdl))
     return scores
 
