@@ -20,9 +20,11 @@ local 32, top-96, the released C2 normalizer; ``--exact`` for the exact one), al
    attention matmuls actually needed: stage 2 ``4 * Hq * D * 64 * sum of visible selected keys``, SDPA
    ``2 * Hq * D * T^2`` (causal), backward 2.5x the forward.
 3. Decode at ``--decode-len`` context: one query against the cache (its C1/C2 keys precomputed, as the mixer
-   keeps them): Triton select + stage 2 (also without programmatic dependent launch, ``MIXARCH_PDL=0``), stage
-   2 alone, and SDPA over the whole cache, as eager calls and as CUDA-graph replays (GPU time). The floor is
-   reading the selected K/V (96 blocks) plus the C1/C2 keys.
+   keeps them): the layer's decode step (op ``infllm_v2_decode``: stage 1, the top-k by rank counting, stage 2;
+   also without programmatic dependent launch, ``MIXARCH_PDL=0``), the two ops select + stage 2, stage 2 alone,
+   and SDPA over the whole cache, as eager calls and as CUDA-graph replays (GPU time). The floor is reading the
+   selected K/V (96 blocks) plus the C1/C2 keys. The gate's decode case also checks the decode op: the blocks
+   of select, the output against the fp32 reference.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from mixarch.kernels.dispatch import call
 from mixarch.kernels.triton.infllm_v2.sparse import triton_sparse_block_attention
 from mixarch.kernels.triton.pdl import ENV as PDL_ENV
 from mixarch.ops.infllm_v2 import C2_FACTOR, compress_keys, infllm_v2_attention
-from mixarch.ops.infllm_v2.attention import reference_infllm_v2_select, sparse_block_attention
+from mixarch.ops.infllm_v2.attention import reference_infllm_v2_select, selection_mask, sparse_block_attention
 from mixarch.testing.compare import rel_rmse
 from mixarch.testing.conformance import Case
 from mixarch.testing.conformance.infllm_v2 import check_selection
@@ -51,8 +53,8 @@ TOL = 5e-3
 HQ, HKV, D = 32, 2, 128
 SALA = dict(block_size=64, kernel_size=32, kernel_stride=16, init_blocks=1, local_blocks=32, topk=96)
 GATE = dict(SALA, local_blocks=4, topk=16)
-TRITON = "infllm_v2_select=triton,infllm_v2_sparse_attention=triton"
-REFERENCE = "infllm_v2_select=reference,infllm_v2_sparse_attention=reference"
+TRITON = "infllm_v2_select=triton,infllm_v2_sparse_attention=triton,infllm_v2_decode=triton"
+REFERENCE = "infllm_v2_select=reference,infllm_v2_sparse_attention=reference,infllm_v2_decode=reference"
 
 
 def _fla():
@@ -144,6 +146,16 @@ def _gate_case(label: str, t: int, t_q: int | None, exact: bool, fla) -> tuple[l
             raise SystemExit(f"correctness gate failed: {label} stage 2 {name} relative RMSE {err:.2e} > {TOL}")
         fla_ok = fla_ok and (b is None or ferr <= TOL)
         rows.append(f"| {label} | stage 2 {name} | {err:.2e} | {ferr:.2e} |")
+    if t_q == 1:  # the decode op (top-k by rank counting): the Triton selection's blocks, the reference's output
+        with torch.no_grad():
+            o, selected = call("infllm_v2_decode", q, k, v, c1, c2, **kw)
+        if not torch.equal(selected, selection_mask(idx, selected.shape[-1])):
+            raise SystemExit(f"correctness gate failed: {label} the decode op selects other blocks than select")
+        ref_o = sparse_block_attention(*(x.float() for x in (q, k, v)), idx, block_size=64)
+        err = rel_rmse(ref_o, o)
+        if err > TOL or not torch.isfinite(o).all():
+            raise SystemExit(f"correctness gate failed: {label} decode op o relative RMSE {err:.2e} > {TOL}")
+        rows.append(f"| {label} | decode op o (same blocks as select) | {err:.2e} | - |")
     return rows, fla_ok
 
 
@@ -235,6 +247,10 @@ def _without_pdl(call):
         del os.environ[PDL_ENV]
 
 
+#: the selection's keyword arguments of the SALA geometry
+SELECT = {n: SALA[n] for n in ("block_size", "kernel_size", "kernel_stride", "init_blocks", "local_blocks", "topk")}
+
+
 def decode(t: int, exact: bool, quick: bool) -> list[str]:
     q, k, v = _inputs(t, 1, seed=3)
     c1 = compress_keys(k, SALA["kernel_size"], SALA["kernel_stride"])
@@ -242,15 +258,19 @@ def decode(t: int, exact: bool, quick: bool) -> list[str]:
     layer = _layer(TRITON, SALA, exact)
     with torch.no_grad():
         _, idx = layer(q, k, v, compressed_k=c1, compressed_k2=c2, return_indices=True)
+        forcing = _forcing(SALA)
         fns = {
-            "triton select + stage 2": (step := lambda: layer(q, k, v, compressed_k=c1, compressed_k2=c2)),
+            "triton decode op": (step := lambda: layer(q, k, v, compressed_k=c1, compressed_k2=c2)),
             "the same, without PDL": lambda: _without_pdl(step),
-            "triton stage 2 alone": lambda: triton_sparse_block_attention(q, k, v, idx, block_size=64,
-                                                                          **_forcing(SALA)),
+            "triton select + stage 2 (two ops)": lambda: triton_sparse_block_attention(
+                q, k, v, call("infllm_v2_select", q, c1, c2, t, **SELECT, scale=D ** -0.5, exact_normalizer=exact),
+                block_size=64, **forcing),
+            "triton stage 2 alone": lambda: triton_sparse_block_attention(q, k, v, idx, block_size=64, **forcing),
             "sdpa (flash) over the whole cache": lambda: _sdpa_flash(q, k, v, causal=False),
         }
         select_floor = _kv_bytes(SALA["topk"] * 64) + (c1.numel() + c2.numel()) * 2
-        floors = {"triton select + stage 2": select_floor, "the same, without PDL": select_floor,
+        floors = {"triton decode op": select_floor, "the same, without PDL": select_floor,
+                  "triton select + stage 2 (two ops)": select_floor,
                   "triton stage 2 alone": _kv_bytes(SALA["topk"] * 64),
                   "sdpa (flash) over the whole cache": _kv_bytes(t)}
         times = {name: (time_ms(fn, quick) * 1e3, graph_time_ms(fn, quick) * 1e3) for name, fn in fns.items()}

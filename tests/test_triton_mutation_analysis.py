@@ -32,6 +32,7 @@ if not torch.cuda.is_available():
     triton.runtime.driver.set_active(_Sm90())
 import mixarch.kernels.triton.infllm_v2.select as sel
 import mixarch.kernels.triton.infllm_v2.sparse as sp
+import mixarch.kernels.triton.infllm_v2.decode as dec
 
 GEO = dict(HQ=32, HKV=2, G=16, GP=16, GM=16, D=128, BD=128, DV=128, BDV=128, BS=64, BSP=64, UPCAST=False,
            PREC="tf32", PDL=False, TMA=False, HIST=False)  # traced calls never take TMA or the decode buckets
@@ -47,6 +48,7 @@ KERNELS = {
     sp._dq_kernel: dict(N_IDX=96, N_IDXP=128, FORCING=True, FROM_PART=True),
     sp._dkv_window_kernel: dict(TOKS=4),
     sp._dkv_kernel: dict(BQ=4),
+    dec._rank_topk_kernel: dict(BS=64, TOPK=96, TOPKP=128, NBP=2048, J=4),
 }
 import mixarch.kernels.triton.lightning.chunk as lc
 import mixarch.kernels.triton.lightning.recurrent as lr
@@ -63,7 +65,7 @@ LIGHTNING_KERNELS = {
     lc._chunk_bwd_dv: "q k do decay arrive dv slot_start slot_len",
     lr._step: "q k v decay state new_state o",
 }
-INT = {"slot_start": torch.int64, "slot_len": torch.int32, "seq_first": torch.int32, "idx_ptr": torch.int64, "out_ptr": torch.int64, "csr_q_ptr": torch.int32, "blk_off_ptr": torch.int64,
+INT = {"mask_ptr": torch.bool, "slot_start": torch.int64, "slot_len": torch.int32, "seq_first": torch.int32, "idx_ptr": torch.int64, "out_ptr": torch.int64, "csr_q_ptr": torch.int32, "blk_off_ptr": torch.int64,
        "item_off_ptr": torch.int64, "item_blk_ptr": torch.int64}
 analyze = getattr(wrap, "identify_accessed_tensors", None)
 written = {}
@@ -111,12 +113,12 @@ def written() -> dict[str, list[str]]:
 
 
 def test_every_kernel_is_analyzed(written):
-    assert len(written) == 10 + len(LIGHTNING_OUTPUTS)
+    assert len(written) == 11 + len(LIGHTNING_OUTPUTS)
 
 
 @pytest.mark.parametrize("kernel", ["_lse_kernel", "_score_kernel", "_topk_kernel", "_window_kernel", "_fwd_kernel",
                                     "_combine_kernel", "_dq_window_kernel", "_dq_kernel", "_dkv_window_kernel",
-                                    "_dkv_kernel"])
+                                    "_dkv_kernel", "_rank_topk_kernel"])
 def test_only_outputs_count_as_written(written, kernel):
     inputs = INPUTS | {"k_desc", "v_desc"} | ({"o_ptr", "lse_ptr"} if kernel in BACKWARD else set())
     assert written[kernel], f"{kernel}: nothing written"

@@ -7,7 +7,11 @@ from mixarch.hookspecs import hookimpl
 
 @hookimpl
 def mixarch_register_kernels(register):
-    from mixarch.ops.infllm_v2.attention import reference_infllm_v2_select, sparse_block_attention
+    from mixarch.ops.infllm_v2.attention import (
+        composed_infllm_v2_decode,
+        reference_infllm_v2_select,
+        sparse_block_attention,
+    )
     from mixarch.ops.lightning import reference_lightning_attention, reference_lightning_step
 
     register("lightning_attention", "reference", reference_lightning_attention,
@@ -17,3 +21,5 @@ def mixarch_register_kernels(register):
              description="torch stage 1 + block max-pool + top-k")
     register("infllm_v2_sparse_attention", "reference", sparse_block_attention,
              description="torch masked attention over the selected blocks")
+    register("infllm_v2_decode", "reference", composed_infllm_v2_decode,
+             description="infllm_v2_select then infllm_v2_sparse_attention, each on its chosen backend")

@@ -175,15 +175,83 @@ def infllm_v2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bl
             if compressed_k2 is None:
                 compressed_k2 = compress_keys(k.detach(), l2, s2)
             _check_compressed("compressed_k2", compressed_k2, k, num_compressed(t_k, l2, s2))
-        indices = call("infllm_v2_select", q, compressed_k, compressed_k2, t_k, block_size=block_size,
-                       kernel_size=kernel_size, kernel_stride=kernel_stride, init_blocks=init_blocks,
-                       local_blocks=local_blocks, topk=topk, scale=scale, exact_normalizer=exact_normalizer)
-    # every forced block is among the selected ones when top-k has room for them all: stage 2 may then treat
-    # them as forced (kernels run these blocks, shared by all queries of a block, as dense tiles)
-    forcing = (dict(init_blocks=init_blocks, local_blocks=local_blocks)
-               if topk >= init_blocks + local_blocks + 1 else {})
-    o = call("infllm_v2_sparse_attention", q, k, v, indices, block_size=block_size, scale=scale, **forcing)
+    geometry = dict(block_size=block_size, kernel_size=kernel_size, kernel_stride=kernel_stride,
+                    init_blocks=init_blocks, local_blocks=local_blocks, topk=topk, scale=scale,
+                    exact_normalizer=exact_normalizer)
+    if t_q == 1 and not return_indices and not (torch.is_grad_enabled() and
+                                                  (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return call("infllm_v2_decode", q, k, v, compressed_k, compressed_k2, **geometry)[0]
+    o, indices = _select_and_attend(q, k, v, compressed_k, compressed_k2, geometry)
     return (o, indices) if return_indices else o
+
+
+def _select_and_attend(q, k, v, compressed_k, compressed_k2, geometry: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(o, indices)``: ``infllm_v2_select``, then ``infllm_v2_sparse_attention``, each on its chosen backend."""
+    with torch.no_grad():
+        indices = call("infllm_v2_select", q, compressed_k, compressed_k2, k.shape[1], **geometry)
+    g = geometry
+    o = call("infllm_v2_sparse_attention", q, k, v, indices, block_size=g["block_size"], scale=g["scale"],
+             **stage2_forcing(g["init_blocks"], g["local_blocks"], g["topk"]))
+    return o, indices
+
+
+def stage2_forcing(init_blocks: int, local_blocks: int, topk: int) -> dict:
+    """The forcing geometry stage 2 is told: every forced block is among the selected ones when top-k has room
+    for them all, so stage 2 may then treat them as forced (kernels run these blocks, shared by all queries of a
+    block, as dense tiles); else none."""
+    return dict(init_blocks=init_blocks, local_blocks=local_blocks) if topk >= init_blocks + local_blocks + 1 else {}
+
+
+def selection_mask(indices: torch.Tensor, n_blocks: int) -> torch.Tensor:
+    """Boolean ``[..., n_blocks]`` of int block indices ``[..., n]`` (``-1`` entries ignored)."""
+    sel = torch.zeros(indices.shape[:-1] + (n_blocks + 1,), dtype=torch.bool, device=indices.device)
+    sel.scatter_(-1, torch.where((indices < 0) | (indices >= n_blocks), n_blocks, indices), True)
+    return sel[..., :n_blocks]
+
+
+def mask_indices(selected: torch.Tensor, topk: int) -> torch.Tensor:
+    """Inverse of :func:`selection_mask`: int64 ``[..., topk]``, the selected blocks ascending, then ``-1``
+    (at most ``topk`` per row)."""
+    nb = selected.shape[-1]
+    blocks = torch.arange(nb, device=selected.device).expand(selected.shape)
+    ordered = torch.sort(torch.where(selected, blocks, nb), dim=-1).values
+    ordered = torch.nn.functional.pad(ordered, (0, max(topk - nb, 0)), value=nb)[..., :topk]
+    return torch.where(ordered == nb, -1, ordered)
+
+
+def reference_infllm_v2_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, compressed_k: torch.Tensor,
+                               compressed_k2: torch.Tensor | None, *, block_size: int, kernel_size: int,
+                               kernel_stride: int, init_blocks: int, local_blocks: int, topk: int, scale: float,
+                               exact_normalizer: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sparse path of :func:`infllm_v2_attention` for queries ``q`` ``[B, Tq, Hq, D]`` at the last ``Tq``
+    positions of ``k``, ``v`` (decode: ``Tq = 1``), with the keys' C1 / C2 compressed forms: stage 1 + top-k
+    (:func:`reference_infllm_v2_select`), then stage 2 (:func:`sparse_block_attention`).
+
+    Returns ``(o [B, Tq, Hq, Dv], selected [B, Hkv, Tq, nb] bool)``: the output and the selected blocks as a
+    mask (:func:`selection_mask`; :func:`mask_indices` gives the selection's index rows back).
+    """
+    t_k = k.shape[1]
+    with torch.no_grad():
+        indices = reference_infllm_v2_select(q, compressed_k, compressed_k2, t_k, block_size=block_size,
+                                             kernel_size=kernel_size, kernel_stride=kernel_stride,
+                                             init_blocks=init_blocks, local_blocks=local_blocks, topk=topk,
+                                             scale=scale, exact_normalizer=exact_normalizer)
+    o = sparse_block_attention(q, k, v, indices, block_size=block_size, scale=scale,
+                               **stage2_forcing(init_blocks, local_blocks, topk))
+    return o, selection_mask(indices, math.ceil(t_k / block_size))
+
+
+def composed_infllm_v2_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, compressed_k: torch.Tensor,
+                              compressed_k2: torch.Tensor | None, *, block_size: int, kernel_size: int,
+                              kernel_stride: int, init_blocks: int, local_blocks: int, topk: int, scale: float,
+                              exact_normalizer: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`reference_infllm_v2_decode` through the dispatcher: ``infllm_v2_select`` then
+    ``infllm_v2_sparse_attention``, each on its chosen backend (the ``reference`` backend of
+    ``infllm_v2_decode``: a kernel package that registers only those two ops still serves decode steps)."""
+    o, indices = _select_and_attend(q, k, v, compressed_k, compressed_k2, dict(
+        block_size=block_size, kernel_size=kernel_size, kernel_stride=kernel_stride, init_blocks=init_blocks,
+        local_blocks=local_blocks, topk=topk, scale=scale, exact_normalizer=exact_normalizer))
+    return o, selection_mask(indices, math.ceil(k.shape[1] / block_size))
 
 
 def reference_infllm_v2_select(q: torch.Tensor, compressed_k: torch.Tensor, compressed_k2: torch.Tensor | None,

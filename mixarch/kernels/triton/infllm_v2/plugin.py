@@ -4,7 +4,8 @@ Both run on CUDA tensors (chosen by default), or on CPU tensors under ``TRITON_I
 ``MIXARCH_KERNELS=triton`` or called directly (the conformance suite), in fp32 / bf16 / fp16 with head
 dimensions up to 256. ``infllm_v2_select`` also needs ``block_size / kernel_stride`` to be a power of two and
 ``kernel_size - kernel_stride <= block_size`` (a block pools keys of at most one earlier block);
-``infllm_v2_sparse_attention`` needs ``block_size <= 256``.
+``infllm_v2_sparse_attention`` needs ``block_size <= 256``; ``infllm_v2_decode`` (one query per sequence, no
+gradient) needs what the other two need.
 """
 
 from __future__ import annotations
@@ -45,10 +46,27 @@ def supports_sparse(q, k, v, indices, *, block_size, **_) -> bool:
             and indices.dtype in (torch.int32, torch.int64) and indices.device == q.device)
 
 
+def supports_decode(q, k, v, compressed_k, compressed_k2, *, block_size, kernel_size, kernel_stride,
+                    exact_normalizer, **_) -> bool:
+    """Inputs the Triton ``infllm_v2_decode`` takes (see the module doc)."""
+    return (q.dim() == 4 and q.shape[1] == 1 and k.dim() == 4 and k.shape[1] >= 1
+            and not any(t.requires_grad for t in (q, k, v)) and _common(q, k, v) and v.shape[-1] <= _MAX_DIM
+            and 1 <= block_size <= 256
+            and supports_select(q, compressed_k, compressed_k2, k.shape[1], block_size=block_size,
+                                kernel_size=kernel_size, kernel_stride=kernel_stride,
+                                exact_normalizer=exact_normalizer))
+
+
 def infllm_v2_select(*args, **kwargs):
     from mixarch.kernels.triton.infllm_v2.select import triton_infllm_v2_select
 
     return triton_infllm_v2_select(*args, **kwargs)
+
+
+def infllm_v2_decode(*args, **kwargs):
+    from mixarch.kernels.triton.infllm_v2.decode import triton_infllm_v2_decode
+
+    return triton_infllm_v2_decode(*args, **kwargs)
 
 
 def infllm_v2_sparse_attention(*args, **kwargs):
@@ -62,6 +80,7 @@ def mixarch_register_kernels(register):
     if importlib.util.find_spec("triton") is not None:  # define the custom ops now, not inside a compiled graph
         importlib.import_module("mixarch.kernels.triton.infllm_v2.select")
         importlib.import_module("mixarch.kernels.triton.infllm_v2.sparse")
+        importlib.import_module("mixarch.kernels.triton.infllm_v2.decode")
     register("infllm_v2_select", "triton", infllm_v2_select, priority=10, is_available=triton_available,
              supports=supports_select, default_devices=("cuda",),
              description="Triton stage 1 (fused scores + block pooling) + top-k")
@@ -69,3 +88,7 @@ def mixarch_register_kernels(register):
              is_available=triton_available, supports=supports_sparse, default_devices=("cuda",),
              description="Triton block-sparse attention: forced blocks as dense tiles, free blocks gathered "
                          "with G heads per tile; CSR backward")
+    register("infllm_v2_decode", "triton", infllm_v2_decode, priority=10, is_available=triton_available,
+             supports=supports_decode, default_devices=("cuda",),
+             description="Triton decode step: stage-1 scores, then the top-k by rank counting fused into the "
+                         "gathers, then a merge (4 launches)")
