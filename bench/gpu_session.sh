@@ -82,6 +82,6 @@ for s in "${steps[@]}"; do
                   step lightning_host 120 python3 bench/lightning_host.py ;;
         e2e) step e2e $(( ${E2E_BUDGET:-300} + 150 )) python3 bench/e2e.py --budget "${E2E_BUDGET:-300}" --breakdown \
                  --out "$OUT/e2e.md" ;;
-        *) echo "unknown step $s (tests, gluon_tests, lightning, skip_ab, sweep, infllm, infllm_profile, pdl, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
+        *) echo "unknown step $s (tests, gluon_tests, lightning, skip_ab, sweep, infllm, infllm_profile, pdl, rank_ab, ab, tma_ab, eager_ab, e2e)" >&2; exit 2 ;;
     esac
 done
