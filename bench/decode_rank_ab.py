@@ -7,10 +7,10 @@ process on one CUDA GPU, alternating; blocks per ranking program (``decode.OWN``
 Shapes as bench/infllm_v2.py (B = 1, Hq = 32, Hkv = 2, D = 128, bf16, SALA geometry, C2 normalizer, sparse path):
 one query against a 16K and a 128K cache, C1 / C2 keys precomputed. First the check: the decode op's blocks equal
 the two-op selection's and its output matches within bf16 rounding. Then, three times each, CUDA-graph replays of
-the two-op step, the decode op per setting, and SDPA (torch's default backend) over the whole cache; the host
-time of eager calls (synchronized wall clock over 300 calls), also of the layer function's decode step through
-the dispatcher (the decode op, or the two ops when it is asked for the indices); the kernels of one eager call of each under
-torch.profiler.
+the two-op step, the decode op per setting, and SDPA over the whole cache (torch's default backend, and flash as
+bench/infllm_v2.py times it); the host time of eager calls (synchronized wall clock over 300 calls), also of the
+layer function's decode step through the dispatcher (the decode op, or the two ops when it is asked for the
+indices); the kernels of one eager call of each under torch.profiler.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from infllm_v2_profile import (  # bench/ (the script directory is on sys.path)
     _kernel_times,
 )
 from timing import graph_time_ms, host_us
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mixarch.kernels.triton.infllm_v2 import decode
 from mixarch.kernels.triton.infllm_v2.select import triton_infllm_v2_select
@@ -31,7 +32,7 @@ from mixarch.kernels.triton.infllm_v2.sparse import triton_sparse_block_attentio
 from mixarch.ops.infllm_v2 import infllm_v2_attention
 from mixarch.ops.infllm_v2.attention import selection_mask, stage2_forcing
 
-OWN = decode.OWN
+DEFAULTS = dict(OWN=decode.OWN)
 GEO = {n: SALA[n] for n in ("block_size", "kernel_size", "kernel_stride", "init_blocks", "local_blocks", "topk")}
 
 
@@ -56,6 +57,10 @@ def run(t: int, variants: list[dict]) -> None:
         return torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                                                 v.transpose(1, 2), enable_gqa=True)
 
+    def sdpa_flash():  # the issue's baseline, as bench/infllm_v2.py times it
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            return sdpa()
+
     def name(setting: dict) -> str:
         return f"decode op, OWN={setting['OWN']}"
 
@@ -70,12 +75,13 @@ def run(t: int, variants: list[dict]) -> None:
                   f"{err:.2e}", flush=True)
             if not same or err > 5e-3:
                 raise SystemExit("the decode op differs from the two-op path")
-        cases = {"two-op": two_op, **{name(setting): setting for setting in variants}, "sdpa (default backend)": sdpa}
+        cases = {"two-op": two_op, **{name(setting): setting for setting in variants}, "sdpa (default backend)": sdpa,
+                 "sdpa (flash)": sdpa_flash}
         for _ in range(3):
             line = [f"{label} {graph_time_ms(_chosen(case, decode_op), False) * 1e3:.1f}"
                     for label, case in cases.items()]
             print(f"decode {t // 1024}K graph replay (us): " + ", ".join(line), flush=True)
-        decode.OWN = OWN
+        _set(DEFAULTS)
         hosts = {**cases, "layer (decode op)": layer, "layer with indices (two ops)": lambda: layer(return_indices=True)}
         for _ in range(2):
             line = [f"{label} {host_us(_chosen(case, decode_op)):.1f}" for label, case in hosts.items()]
