@@ -607,3 +607,14 @@ def test_gluon_sweeps_conform_on_hypothesis_shapes(dtype, data):
     for name, r, g in zip(names, (ro, rht, *rgrads), outs[True]):
         # the fp32 states are accumulated from 16-bit dot products, so they carry the inputs' rounding
         _check(name, r.detach(), g.to(dtype), dtype)
+
+
+def test_segment_size_on_a_gpu(monkeypatch):
+    """The compiled kernels' segments: about 256 (segment, head) programs, powers of two from 256 to 16384 tokens
+    (the interpreter's are two chunks)."""
+    from mixarch.kernels.triton.lightning import chunk
+
+    monkeypatch.setattr(chunk, "interpreting", lambda: False)
+    sizes = {t: chunk.segment_size(t, 32, 64) for t in (100, 4096, 16384, 32768, 65536, 131072, 1 << 20)}
+    assert sizes == {100: 256, 4096: 512, 16384: 2048, 32768: 4096, 65536: 8192, 131072: 16384, 1 << 20: 16384}
+    assert chunk.segment_size(131072, 1, 64) == 512 and chunk.segment_size(300, 2, 512) == 512

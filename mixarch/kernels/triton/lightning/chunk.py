@@ -45,7 +45,8 @@ STATE_TILE = 16 if interpreting() else 64  # a program's slice of the [Dk, Dv] s
 #: underflow: a weight ``2^-x`` with ``x >= UNDERFLOW_LOG2`` is exactly 0 in fp32 (below half the smallest subnormal,
 #: 2^-150, with margin for ``exp2``'s approximation), so those chunks only add exact zeros and the states are the
 #: same bit for bit without them (finite inputs: a NaN or inf there no longer reaches later segments' states).
-#: With the ALiBi slopes of 32 heads, 8192-token segments read 43% of their chunks (4096: 55%). 0: read every chunk
+#: With the ALiBi slopes of 32 heads, 8192-token segments read 43% of their chunks (4096: 55%; the 16384-token
+#: segments of 128K inputs, fewer still). 0: read every chunk
 UNDERFLOW_LOG2 = 160.0
 
 
@@ -354,14 +355,16 @@ class Layout:
 
 
 def segment_size(n_tokens: int, n_heads: int, chunk: int = CHUNK) -> int:
-    """Tokens per segment: about 512 (segment, head) programs, between 256 and 8192 tokens (``2 * chunk``
+    """Tokens per segment: about 256 (segment, head) programs, between 256 and 16384 tokens (``2 * chunk``
     under the interpreter), a power-of-two multiple of ``chunk``. Longer segments leave the state passes more
-    chunks whose weights underflow (:data:`UNDERFLOW_LOG2`): on an H200 at 128K tokens and 32 heads, 8192-token
-    segments took the forward from 1.61 to 1.50 ms against 4096 (``bench/lightning_skip_ab.py``)."""
+    chunks whose weights underflow (:data:`UNDERFLOW_LOG2`). On an H200 (32 heads of 128, bf16,
+    ``bench/lightning_skip_ab.py``, 2026-11-29), segments twice as long as with ~512 programs took the forward at
+    128K from 1.42-1.44 to 1.37-1.40 ms (16384 against 8192 tokens), at 64K from 0.76-0.80 to 0.71-0.78, at 32K
+    from 0.538 to 0.510, at 16K from 0.302-0.304 to 0.279-0.281, and left 4K unchanged (noise: 0.37-0.39 ms)."""
     if interpreting():
         return 2 * chunk
-    target = max(1, n_tokens * n_heads // 512)
-    return min(8192, max(256, chunk, 2 ** int(math.log2(target))))
+    target = max(1, n_tokens * n_heads // 256)
+    return min(16384, max(256, chunk, 2 ** int(math.log2(target))))
 
 
 def make_layout(b: int, t: int, cu_seqlens: torch.Tensor | None, segment: int) -> Layout:

@@ -8,8 +8,8 @@ lambda^(i+1)``. Per chunk the weighted rows ``w b`` are written to shared memory
 accumulator; the program waits for it only one chunk later, when its tiles' stage is refilled. The results equal
 ``_segment_state``'s bit for bit (tests/test_triton_lightning.py, on an H200). At T = 128K (B = 1, 32 heads of
 128, bf16) the pass reading every chunk takes 0.525 ms against 0.635 ms, 4.1 TB/s; skipping the chunks whose
-weights underflow (as ``_segment_state`` does), 0.259 ms with the 8192-token segments used there
-(docs/benchmarks.md).
+weights underflow (as ``_segment_state`` does), 0.259 ms with 8192-token segments and 0.209 ms with the
+16384-token ones used there since (docs/benchmarks.md).
 
 Taken where :func:`~.gluon_sweep.ready` allows the Gluon sweep (direct launches on compute capability 9.x,
 16-bit, ``Dk = 128``, long inputs; ``gluon_sweep.ENABLED``) and :data:`ENABLED`; every other call takes
