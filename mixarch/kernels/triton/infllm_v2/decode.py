@@ -17,8 +17,10 @@ output; here the selected blocks go to stage 2 in rank order, which lets many pr
    rank-ordered rows, the forced blocks among them gathered like the others.
 
 Five launches, as select + sparse attention, with the top-k's serial search replaced by ``OWN * NBP``
-comparisons per program. Measured (bench/decode_rank_ab.py, H200, 128K): a decode step 32.5 -> 30.5 us as a
-CUDA-graph replay. Traced calls go through the custom op (per-thread loads, no programmatic dependent launch).
+comparisons per program. Measured on an H200 at 128K, as CUDA-graph replays: 32.5 -> 30.2-30.4 us a decode step
+(bench/decode_rank_ab.py), 30.0 -> 29.6 us on bench/infllm_v2.py's inputs, whose bisection stops early (the
+search's length depends on the scores; the rank count's does not). Traced calls go through the custom op
+(per-thread loads, no programmatic dependent launch).
 """
 
 from __future__ import annotations
