@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mixarch.errors import MixarchError
 from mixarch.kernels import KERNELS_ENV, choose
 from mixarch.kernels.triton import interpreting
 from mixarch.kernels.triton.infllm_v2 import decode
@@ -133,7 +134,7 @@ def test_dispatch_of_decode_steps(monkeypatch):
     q2 = torch.cat([q, q], dim=1)
     monkeypatch.setenv(KERNELS_ENV, "triton")
     assert choose("infllm_v2_decode", q, k, v, c1, None, **kw).backend == "triton"
-    with pytest.raises(Exception, match="does not support these inputs"):
+    with pytest.raises(MixarchError, match="does not support these inputs"):
         choose("infllm_v2_decode", q2, k, v, c1, None, **kw)
 
 
@@ -188,3 +189,24 @@ def test_decode_step_compiles_without_graph_breaks(monkeypatch, dtype):
         o_c, selected_c = torch.compile(step, fullgraph=True)(q, k, v)
     assert torch.equal(selected, selected_c)
     assert_close_rel("compiled", o.float(), o_c.float(), 1e-6 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_decode_step_equals_the_last_row_of_the_full_forward(monkeypatch, exact):
+    """The decode op on the last query equals the last row of the layer's forward over every query (select +
+    sparse attention on the whole sequence, the prefill path), with the same blocks."""
+    monkeypatch.setenv(KERNELS_ENV, "triton")
+    geo = dict(block_size=8, kernel_size=4, kernel_stride=2, init_blocks=1, local_blocks=1, topk=3, dense_len=0,
+               exact_normalizer=exact)
+    t = 71
+    q = seeded_randn((1, t, 4, 16), 29, device=DEVICE)
+    _, k, v = _case(1, t, 2, 2, 16, seed=31)
+    with torch.no_grad():
+        full, idx = infllm_v2_attention(q, k, v, **geo, return_indices=True)
+        o, selected = triton_infllm_v2_decode(
+            q[:, -1:], k, v, compress_keys(k, 4, 2), None if exact else compress_keys(k, 4 * C2_FACTOR, 2 * C2_FACTOR),
+            **{n: geo[n] for n in ("block_size", "kernel_size", "kernel_stride", "init_blocks", "local_blocks",
+                                   "topk", "exact_normalizer")}, scale=0.25)
+    assert torch.equal(mask_indices(selected, 3), idx[:, :, -1:])
+    want = full[:, -1:]
+    assert_close("o", want, o, rtol=1e-5, atol=1e-5 * want.abs().max().item())

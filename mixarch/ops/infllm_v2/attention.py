@@ -6,6 +6,7 @@ Memory is O(Tq * Tk) per head; this is a reference, not a kernel.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -68,10 +69,7 @@ def selected_token_mask(indices: torch.Tensor, t_k: int, *, block_size: int) -> 
     ``indices`` is :func:`select_blocks`' ``[B, Hkv, Tq, topk]`` format (``-1`` entries ignored).
     """
     t_q = indices.shape[2]
-    nb = math.ceil(t_k / block_size)
-    sel = torch.zeros(indices.shape[:-1] + (nb + 1,), dtype=torch.bool, device=indices.device)
-    sel.scatter_(-1, torch.where((indices < 0) | (indices >= nb), torch.full_like(indices, nb), indices), True)
-    tokens = sel[..., :nb].repeat_interleave(block_size, dim=-1)[..., :t_k]
+    tokens = selection_mask(indices, math.ceil(t_k / block_size)).repeat_interleave(block_size, dim=-1)[..., :t_k]
     return tokens & attention_mask(t_q, t_k, device=indices.device)
 
 
@@ -178,20 +176,28 @@ def infllm_v2_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bl
     geometry = dict(block_size=block_size, kernel_size=kernel_size, kernel_stride=kernel_stride,
                     init_blocks=init_blocks, local_blocks=local_blocks, topk=topk, scale=scale,
                     exact_normalizer=exact_normalizer)
-    if t_q == 1 and not return_indices and not (torch.is_grad_enabled() and
-                                                  (q.requires_grad or k.requires_grad or v.requires_grad)):
+    if t_q == 1 and not return_indices and not needs_grad(q, k, v):
         return call("infllm_v2_decode", q, k, v, compressed_k, compressed_k2, **geometry)[0]
     o, indices = _select_and_attend(q, k, v, compressed_k, compressed_k2, geometry)
     return (o, indices) if return_indices else o
 
 
-def _select_and_attend(q, k, v, compressed_k, compressed_k2, geometry: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(o, indices)``: ``infllm_v2_select``, then ``infllm_v2_sparse_attention``, each on its chosen backend."""
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd would record a call on ``tensors`` (grad mode on and one of them requires grad)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _select_and_attend(q, k, v, compressed_k, compressed_k2, geometry: dict, *, select=None,
+                       attend=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(o, indices)``: the selection, then stage 2; by default the ops ``infllm_v2_select`` and
+    ``infllm_v2_sparse_attention``, each on its chosen backend."""
+    select = select or functools.partial(call, "infllm_v2_select")
+    attend = attend or functools.partial(call, "infllm_v2_sparse_attention")
     with torch.no_grad():
-        indices = call("infllm_v2_select", q, compressed_k, compressed_k2, k.shape[1], **geometry)
+        indices = select(q, compressed_k, compressed_k2, k.shape[1], **geometry)
     g = geometry
-    o = call("infllm_v2_sparse_attention", q, k, v, indices, block_size=g["block_size"], scale=g["scale"],
-             **stage2_forcing(g["init_blocks"], g["local_blocks"], g["topk"]))
+    o = attend(q, k, v, indices, block_size=g["block_size"], scale=g["scale"],
+               **stage2_forcing(g["init_blocks"], g["local_blocks"], g["topk"]))
     return o, indices
 
 
@@ -225,20 +231,17 @@ def reference_infllm_v2_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                                exact_normalizer: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The sparse path of :func:`infllm_v2_attention` for queries ``q`` ``[B, Tq, Hq, D]`` at the last ``Tq``
     positions of ``k``, ``v`` (decode: ``Tq = 1``), with the keys' C1 / C2 compressed forms: stage 1 + top-k
-    (:func:`reference_infllm_v2_select`), then stage 2 (:func:`sparse_block_attention`).
+    (:func:`reference_infllm_v2_select`, same keyword arguments), then stage 2 (:func:`sparse_block_attention`).
 
     Returns ``(o [B, Tq, Hq, Dv], selected [B, Hkv, Tq, nb] bool)``: the output and the selected blocks as a
     mask (:func:`selection_mask`; :func:`mask_indices` gives the selection's index rows back).
     """
-    t_k = k.shape[1]
-    with torch.no_grad():
-        indices = reference_infllm_v2_select(q, compressed_k, compressed_k2, t_k, block_size=block_size,
-                                             kernel_size=kernel_size, kernel_stride=kernel_stride,
-                                             init_blocks=init_blocks, local_blocks=local_blocks, topk=topk,
-                                             scale=scale, exact_normalizer=exact_normalizer)
-    o = sparse_block_attention(q, k, v, indices, block_size=block_size, scale=scale,
-                               **stage2_forcing(init_blocks, local_blocks, topk))
-    return o, selection_mask(indices, math.ceil(t_k / block_size))
+    geometry = dict(block_size=block_size, kernel_size=kernel_size, kernel_stride=kernel_stride,
+                    init_blocks=init_blocks, local_blocks=local_blocks, topk=topk, scale=scale,
+                    exact_normalizer=exact_normalizer)
+    o, indices = _select_and_attend(q, k, v, compressed_k, compressed_k2, geometry,
+                                    select=reference_infllm_v2_select, attend=sparse_block_attention)
+    return o, selection_mask(indices, math.ceil(k.shape[1] / block_size))
 
 
 def composed_infllm_v2_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, compressed_k: torch.Tensor,
@@ -248,9 +251,10 @@ def composed_infllm_v2_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """:func:`reference_infllm_v2_decode` through the dispatcher: ``infllm_v2_select`` then
     ``infllm_v2_sparse_attention``, each on its chosen backend (the ``reference`` backend of
     ``infllm_v2_decode``: a kernel package that registers only those two ops still serves decode steps)."""
-    o, indices = _select_and_attend(q, k, v, compressed_k, compressed_k2, dict(
-        block_size=block_size, kernel_size=kernel_size, kernel_stride=kernel_stride, init_blocks=init_blocks,
-        local_blocks=local_blocks, topk=topk, scale=scale, exact_normalizer=exact_normalizer))
+    geometry = dict(block_size=block_size, kernel_size=kernel_size, kernel_stride=kernel_stride,
+                    init_blocks=init_blocks, local_blocks=local_blocks, topk=topk, scale=scale,
+                    exact_normalizer=exact_normalizer)
+    o, indices = _select_and_attend(q, k, v, compressed_k, compressed_k2, geometry)
     return o, selection_mask(indices, math.ceil(k.shape[1] / block_size))
 
 

@@ -49,9 +49,10 @@ def supports_sparse(q, k, v, indices, *, block_size, **_) -> bool:
 def supports_decode(q, k, v, compressed_k, compressed_k2, *, block_size, kernel_size, kernel_stride,
                     exact_normalizer, **_) -> bool:
     """Inputs the Triton ``infllm_v2_decode`` takes (see the module doc)."""
-    return (q.dim() == 4 and q.shape[1] == 1 and k.dim() == 4 and k.shape[1] >= 1
-            and not any(t.requires_grad for t in (q, k, v)) and _common(q, k, v) and v.shape[-1] <= _MAX_DIM
-            and 1 <= block_size <= 256
+    from mixarch.ops.infllm_v2.attention import needs_grad
+
+    return (_common(q, k, v) and q.shape[1] == 1 and k.shape[1] >= 1 and not needs_grad(q, k, v)
+            and v.shape[-1] <= _MAX_DIM and 1 <= block_size <= 256
             and supports_select(q, compressed_k, compressed_k2, k.shape[1], block_size=block_size,
                                 kernel_size=kernel_size, kernel_stride=kernel_stride,
                                 exact_normalizer=exact_normalizer))
@@ -90,5 +91,5 @@ def mixarch_register_kernels(register):
                          "with G heads per tile; CSR backward")
     register("infllm_v2_decode", "triton", infllm_v2_decode, priority=10, is_available=triton_available,
              supports=supports_decode, default_devices=("cuda",),
-             description="Triton decode step: stage-1 scores, then the top-k by rank counting fused into the "
-                         "gathers, then a merge (4 launches)")
+             description="Triton decode step: stage-1 scores, a top-k by rank counting over parallel programs, "
+                         "stage 2 over the rank-ordered blocks")
