@@ -420,6 +420,17 @@ def _key_descriptor(c: torch.Tensor, bn: int, tma: bool):
     return row_descriptor(c, bn) if tma else c
 
 
+#: top-k launches on CUDA: block scores per program ("elems": rows = elems // NBP, at least one), one warp per
+#: "per_warp" scores of a row ("row_warps") or of the program's tile, at least "min_warps" warps (at most 16);
+#: "decode" for one query per row (the selection of a decode step), "prefill" otherwise. bench/topk_launch_ab.py
+#: (H200, 2026-11-29, same indices): one row per program (two below 512 candidates) with a warp per 512 of its
+#: candidates took the prefill top-k from 5.86 to 3.24 ms at 128K and from 0.58 to 0.21 ms at 32K (before: tiles
+#: of 4096 scores, a warp per 512 of them, at least 4; the multi-row tiles split each row over warps, so every
+#: probe of the bisection summed across warps).
+TOPK_LAUNCH = {"prefill": {"elems": 512, "per_warp": 512, "min_warps": 1, "row_warps": True},
+               "decode": {"elems": 4096, "per_warp": 512, "min_warps": 4, "row_warps": False}}
+
+
 def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: int, init_blocks: int,
                 local_blocks: int, *, direct: bool, hist: torch.Tensor | None = None) -> torch.Tensor:
     """Forcing + top-k of unforced block scores ``[B*Hkv, Tq, nb]`` (fp32, the last ``Tq`` of ``t_k``
@@ -432,13 +443,21 @@ def topk_blocks(scores: torch.Tensor, out: torch.Tensor, t_k: int, block_size: i
     pdl = pdl_enabled(scores.device, direct)
     start = 0
     for nbp, end in _row_ranges(t_q, t_k, block_size, nb):
-        br = max(1, min(pow2(end - start), 4096 // nbp if scores.is_cuda else 16))
+        br, warps = _topk_tile(nbp, end - start, t_q == 1, scores.is_cuda)
         launcher(_topk_kernel, direct)[(cdiv(end - start, br), scores.shape[0])](
             scores, scores if hist is None else hist, out, t_q, t_k, nb, init_blocks, local_blocks, start, end,
             BLOCK=block_size, TOPK=topk, TOPKP=pow2(topk), BR=br, NBP=nbp, HIST=hist is not None,
-            **launch(max(4, min(16, br * nbp // 512)), 1, pdl=pdl))
+            **launch(warps, 1, pdl=pdl))
         start = end
     return out
+
+
+def _topk_tile(nbp: int, rows: int, decode: bool, cuda: bool) -> tuple[int, int]:
+    """``(rows per program, warps)`` of a top-k launch over ``rows`` rows of ``nbp`` candidate slots
+    (:data:`TOPK_LAUNCH`; 16 rows per program off CUDA, where the interpreter runs one program at a time)."""
+    cfg = TOPK_LAUNCH["decode" if decode else "prefill"]
+    br = max(1, min(pow2(rows), cfg["elems"] // nbp if cuda else 16))
+    return br, max(cfg["min_warps"], min(16, (nbp if cfg["row_warps"] else br * nbp) // cfg["per_warp"]))
 
 
 def _row_ranges(t_q: int, t_k: int, block_size: int, nb: int) -> list[tuple[int, int]]:
