@@ -392,7 +392,9 @@ def test_compiles_without_graph_breaks(monkeypatch, dtype, forcing):
 
 def test_topk_tiles():
     """The top-k launches' programs on CUDA (``TOPK_LAUNCH``): a prefill row per program (two of 256 candidates)
-    with a warp per 512 candidates; a decode row on 4 warps; 16 rows per program off CUDA."""
+    with a warp per 512 candidates; a decode row on 4 warps; 16 rows per program off CUDA (the kernel takes any
+    number of rows: ``test_topk_kernel_matches_select_blocks`` runs it with 16 per program here and with these
+    tiles on a GPU)."""
     from mixarch.kernels.triton.infllm_v2.select import _topk_tile
 
     assert [_topk_tile(nbp, 1000, False, True) for nbp in (2048, 1024, 512, 256, 16)] == [
@@ -402,19 +404,9 @@ def test_topk_tiles():
     assert _topk_tile(2048, 1000, False, False)[0] == 16
 
 
-def test_topk_kernel_with_cuda_tiles(monkeypatch):
-    """The top-k launches with the rows per program they take on CUDA (16, 8 and 4 rows for the three launches
-    of 300 queries, not the interpreter's 16 each), on tied scores: same blocks as ``select_blocks``."""
-    import mixarch.kernels.triton.infllm_v2.select as sel
-
-    tile = sel._topk_tile
-    monkeypatch.setattr(sel, "_topk_tile", lambda nbp, rows, decode, cuda: tile(nbp, rows, decode, True))
-    test_topk_kernel_matches_select_blocks(300, "tied", cuda_tiles=True)
-
-
 @pytest.mark.parametrize("values", ["tied", "distinct", "wide"])
 @pytest.mark.parametrize("t_q", [1, 15, 64, 300])
-def test_topk_kernel_matches_select_blocks(t_q, values, cuda_tiles=False):
+def test_topk_kernel_matches_select_blocks(t_q, values):
     """The top-k launches alone (rows grouped by their number of candidates: one launch for ``t_q`` = 1 and 15,
     two for 64, three for 300) against ``select_blocks`` on forced scores: exact ties (scores from four levels,
     ``-inf`` among them: the larger block index wins), distinct ones in [0, 1), or ``wide`` ones (both signs,
@@ -445,8 +437,6 @@ def test_topk_kernel_matches_select_blocks(t_q, values, cuda_tiles=False):
     out = torch.full((1, hkv, t_q, topk), -7, dtype=torch.int64, device=DEVICE)
     assert len(_row_ranges(t_q, t_k, block, nb)) == {1: 1, 15: 1, 64: 2, 300: 3}[t_q]
     assert torch.equal(topk_blocks(scores, out, t_k, block, init, local, direct=True), want)
-    if cuda_tiles:
-        return
     if t_q == 1:  # a decode row: the search starts from the bucket counts of the unforced candidates
         hist = _bucket_counts(scores, candidate.to(DEVICE) & ~forced.to(DEVICE))
         out.fill_(-7)
