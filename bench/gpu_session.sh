@@ -4,7 +4,7 @@
 # ./gpu-results). Run from the repository root with mixarch importable, e.g. through the device tool:
 #
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-#   bash bench/gpu_session.sh [STEP ...]         # steps: tests gluon_tests lightning skip_ab sweep infllm infllm_profile pdl rank_ab topk_ab ab tma_ab eager_ab e2e
+#   bash bench/gpu_session.sh [STEP ...]         # steps: tests gluon_tests lightning skip_ab sweep infllm infllm_profile pdl rank_ab topk_ab early_ab ab tma_ab eager_ab e2e
 #                                                # (default: tests lightning infllm e2e)
 #
 # The limits add up to about 28 minutes; a device call allows 10, so split the steps over calls (e.g.
@@ -23,6 +23,7 @@
 # pdl:   bench/pdl_ab.py (programmatic dependent launch on and off: decode step, layer forward).
 # rank_ab: bench/decode_rank_ab.py (the decode op, top-k by rank counting, against select + stage 2; OWN).
 # topk_ab: bench/topk_launch_ab.py (launch configurations of the prefill top-k: rows per program, warps).
+# early_ab: bench/early_scores_ab.py (decode: the score kernel's first key tile before its PDL wait, on / off).
 # ab:    bench/decode_split_sweep.py (decode stage 2: programs per split) and bench/window_ab.py (stage 2: blocks per
 #        key tile of the window kernels), the A/B scripts behind SPLIT_SLOTS and WINDOW_STEP.
 # tma_ab: bench/tma_ab.py (the gather kernels' key / value tiles by TMA against per-thread loads, same process),
@@ -76,6 +77,7 @@ for s in "${steps[@]}"; do
         pdl) step pdl 150 python3 bench/pdl_ab.py ;;
         rank_ab) step rank_ab 200 python3 bench/decode_rank_ab.py ;;
         topk_ab) step topk_ab 200 python3 bench/topk_launch_ab.py ;;
+        early_ab) step early_ab 200 python3 bench/early_scores_ab.py ;;
         ab) step decode_split 120 python3 bench/decode_split_sweep.py
             step window_ab 240 python3 bench/window_ab.py ;;
         tma_ab) step tma_ab 200 python3 bench/tma_ab.py

@@ -482,6 +482,32 @@ def test_decode_bucket_counts(monkeypatch, exact):
     assert torch.equal(picked[True], picked[False])
 
 
+@pytest.mark.parametrize("t_q", [1, 6])
+def test_score_kernel_first_tile_before_the_wait(monkeypatch, t_q):
+    """Split key ranges (decode, short chunks): the score kernel's first key tile computed ahead of the loop
+    (``EARLY_SCORES``, before the PDL wait on a GPU) gives the same block scores bit for bit; with three splits
+    that tile is a split's own first tile once and the carried tile before it twice."""
+    from mixarch.kernels.triton.infllm_v2 import select
+    from mixarch.ops.infllm_v2 import C2_FACTOR, compress_keys
+
+    t_k = 90
+    q, k, _ = (torch.cat([x, x.flip(1) * 0.5]) for x in _qkv(t_k, 2, 2, 16, seed=47, t_q=t_q))
+    c1, c2 = compress_keys(k, 4, 2), compress_keys(k, 4 * C2_FACTOR, 2 * C2_FACTOR)
+    launched = []
+    launcher = select.launcher
+    monkeypatch.setattr(select, "launcher", lambda kernel, direct: launched.append(kernel.__name__)
+                        or launcher(kernel, direct))
+    scores = {}
+    for early in (True, False):
+        monkeypatch.setattr(select, "EARLY_SCORES", early)
+        scores[early] = select.block_scores(q, c1, c2, t_k, 8, 4, 2, 0.25, False, direct=True)
+    candidate = torch.arange(12, device=DEVICE)[None, :] <= torch.arange(t_k - t_q, t_k, device=DEVICE)[:, None] // 8
+    assert launched == ["_lse_kernel", "_score_kernel"] * 2
+    got = scores[True][:, candidate]
+    assert not got.isnan().any() and got.isfinite().float().mean() > 0.8  # -inf: blocks with no visible key yet
+    torch.testing.assert_close(scores[True][:, candidate], scores[False][:, candidate], rtol=0, atol=0)
+
+
 def test_programmatic_dependent_launch_only_for_direct_cuda_launches(monkeypatch):
     """PDL: direct launches on CUDA sm_90+ only, never on the interpreter, off with ``MIXARCH_PDL=0``; a bad
     value is named in the error."""

@@ -9,7 +9,8 @@ contract every PDL kernel here keeps:
 2. the release (``griddepcontrol.launch_dependents``) comes only after that wait, so the next kernel can start
    only once this one's predecessor is complete, and everything two or more launches back may be read even
    before the wait.
-:func:`pdl_handoff` does both, at the kernel's start.
+:func:`pdl_handoff` does both, at the kernel's start, or after a prologue that only reads inputs written two or
+more launches back (the InfLLM-V2 score kernel's first key tile, ``select.EARLY_SCORES``).
 
 Used where a chain of small dependent launches is latency-bound (InfLLM-V2 decode: selection then stage 2, as
 the generator replays it in a CUDA graph). Every direct launch of those kernels uses it; ``MIXARCH_PDL=0``

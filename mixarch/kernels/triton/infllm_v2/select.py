@@ -12,7 +12,8 @@ Same result as :func:`mixarch.ops.infllm_v2.attention.reference_infllm_v2_select
    group's heads and max-pools them into blocks in registers: block ``b`` pools keys
    ``[b*r - (m-1), b*r + r - 1]``, i.e. its own ``r`` keys plus the last ``m - 1`` keys of block ``b - 1``
    (carried across key tiles). Only the block scores ``[B*Hkv, Tq, nb]`` (fp32, candidates ``b <= b_t``)
-   reach memory, never the per-key scores.
+   reach memory, never the per-key scores. With the keys split over programs (decode) the first key tile's
+   logits are computed before the wait for launch 1 (:data:`EARLY_SCORES`).
 3. ``_topk_kernel``: one program per ``BR`` rows of block scores applies the forcing (``+inf``), maps the
    scores to order-preserving int32 keys (non-candidates below everything, NaN above ``+inf`` as in
    ``torch.sort``), finds the ``k``-th largest key by a bisection over the int32 range (at most 32 probes; a
@@ -108,6 +109,14 @@ def _key_tile(c_ptr, c_desc, i_b, i_h, t, N_C, HKV: tl.constexpr, D: tl.constexp
 
 
 @triton.jit
+def _tile_logits(q, c_ptr, c_desc, i_b, i_h, t, N_C, qk_scale, HKV: tl.constexpr, D: tl.constexpr,
+                 BD: tl.constexpr, BN: tl.constexpr, UPCAST: tl.constexpr, TMA: tl.constexpr, PREC: tl.constexpr):
+    """``q . c * qk_scale`` ``[rows, BN]`` for C1 key tile ``t``."""
+    c = _key_tile(c_ptr, c_desc, i_b, i_h, t, N_C, HKV, D, BD, BN, UPCAST, TMA)
+    return tl.dot(q, tl.trans(c), input_precision=PREC) * qk_scale
+
+
+@triton.jit
 def _lse_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, hist_ptr, qk_scale, T_Q, T_K, N_C, SPLIT_TILES,
                 HQ: tl.constexpr, HKV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, BQ: tl.constexpr,
                 D: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, WIN: tl.constexpr, STRIDE: tl.constexpr,
@@ -156,10 +165,13 @@ def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, hist_ptr, qk_scal
                   WIN: tl.constexpr, STRIDE: tl.constexpr,
                   R: tl.constexpr, TAIL: tl.constexpr, BLOCK: tl.constexpr, NSPLIT_L: tl.constexpr,
                   APPROX: tl.constexpr, WIN2: tl.constexpr, STRIDE2: tl.constexpr, TMA: tl.constexpr,
-                  HIST: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr):
+                  HIST: tl.constexpr, UPCAST: tl.constexpr, PREC: tl.constexpr, PDL: tl.constexpr,
+                  EARLY: tl.constexpr):
     """Block scores (group-summed, max-pooled, not forced) of the candidate blocks of split ``program_id(1)``;
-    with ``HIST`` (one query) also the count of the row's unforced candidates per bucket of key bits."""
-    if PDL:
+    with ``HIST`` (one query) also the count of the row's unforced candidates per bucket of key bits. ``EARLY``:
+    the first key tile's logits are computed before the PDL wait (they need only ``q`` and the keys, written two
+    or more launches back), overlapping their load with the normalizer kernel."""
+    if PDL and not EARLY:
         pdl_handoff()
     i_q, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // HKV, i_bh % HKV
@@ -172,6 +184,15 @@ def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, hist_ptr, qk_scal
     nvis = _n_visible(pos, WIN, STRIDE, N_C)
     q = _load_rows(q_ptr, (i_b * T_Q + qi) * HQ + i_h * G + g, row_ok, D, BD, UPCAST)
     pos_last = T_K - T_Q + tl.minimum(i_q * BQ + BQ, T_Q) - 1
+    # C1 key tiles of this split; the tile before the first one only provides the carried pooling tail
+    t_lo = i_s * SPLIT_TILES
+    t_hi = tl.minimum(t_lo + SPLIT_TILES, tl.cdiv((pos_last // BLOCK + 1) * R, BN))
+    t_first = tl.maximum(t_lo - 1, 0)
+    if EARLY:
+        s_first = _tile_logits(q, c_ptr, c_desc, i_b, i_h, t_first, N_C, qk_scale, HKV, D, BD, BN, UPCAST, TMA,
+                               PREC)
+        if PDL:
+            pdl_handoff()
 
     # the normalizer: combine the partial (max, sum) pairs of _lse_kernel
     splits = tl.arange(0, NSPLIT_L)
@@ -198,22 +219,24 @@ def _score_kernel(q_ptr, c_ptr, c_desc, m_ptr, l_ptr, out_ptr, hist_ptr, qk_scal
             m1 = m_new
         lse = tl.where(no_c2, tl.where(m1 == float("-inf"), 0.0, m1) + tl.log2(l1), lse)
 
-    # C1 key tiles of this split; the tile before the first one only provides the carried pooling tail
     NBT: tl.constexpr = BN // R
     qq = i_q * BQ + tl.arange(0, BQ)
     qpos = T_K - T_Q + qq
     q_nvis = _n_visible(qpos, WIN, STRIDE, N_C)
     q_bt = qpos // BLOCK
-    t_lo = i_s * SPLIT_TILES
-    t_hi = tl.minimum(t_lo + SPLIT_TILES, tl.cdiv((pos_last // BLOCK + 1) * R, BN))
     bidx = tl.arange(0, NBT)
     prev_idx = tl.broadcast_to(tl.maximum(bidx - 1, 0)[None, :], (BQ, NBT))
     u = tl.arange(0, R)[None, None, :]
     carry = tl.full([BQ], float("-inf"), tl.float32)
-    for t in range(tl.maximum(t_lo - 1, 0), t_hi):
+    for t in range(t_first, t_hi):
         j = t * BN + tl.arange(0, BN)
-        c = _key_tile(c_ptr, c_desc, i_b, i_h, t, N_C, HKV, D, BD, BN, UPCAST, TMA)
-        s = tl.dot(q, tl.trans(c), input_precision=PREC) * qk_scale
+        if EARLY:
+            if t == t_first:
+                s = s_first
+            else:
+                s = _tile_logits(q, c_ptr, c_desc, i_b, i_h, t, N_C, qk_scale, HKV, D, BD, BN, UPCAST, TMA, PREC)
+        else:
+            s = _tile_logits(q, c_ptr, c_desc, i_b, i_h, t, N_C, qk_scale, HKV, D, BD, BN, UPCAST, TMA, PREC)
         p = tl.where(row_ok[:, None] & (j[None, :] < nvis[:, None]), tl.exp2(s - lse[:, None]), 0.0)
         score = tl.sum(tl.reshape(p, (BQ, GP, BN)), 1)
         score = tl.where(j[None, :] < q_nvis[:, None], score, float("-inf"))
@@ -399,9 +422,13 @@ def block_scores(q, compressed_k, compressed_k2, t_k, block_size, kernel_size, k
         t_q, t_k, n1, n_norm, nb, cdiv(score_tiles, nsplit_s), *forcing, WIN=kernel_size, STRIDE=kernel_stride,
         R=r, TAIL=tail, BLOCK=block_size, NSPLIT_L=nsplit_l, APPROX=approx, WIN2=C2_FACTOR * kernel_size,
         STRIDE2=C2_FACTOR * kernel_stride,
-        TMA=tma, HIST=hist is not None, **common, **launch(warps, stages, pdl=pdl))
+        TMA=tma, HIST=hist is not None, EARLY=few and EARLY_SCORES, **common, **launch(warps, stages, pdl=pdl))
     return scores
 
+
+#: split key ranges (decode, short chunks): the score kernel computes its first key tile's logits before it waits
+#: for the normalizer kernel (programmatic dependent launch), so that load overlaps the kernel before
+EARLY_SCORES = True
 
 #: the stage-1 kernels' compressed-key tiles by TMA where :func:`_tma_keys` allows it: the same tiles (rows past
 #: the keys read as zeros either way), so the same scores bit for bit
