@@ -12,6 +12,8 @@
 #
 # tests: the Triton kernel tests and the full conformance matrix (fp32, bf16, fp16) with CUDA_LAUNCH_BLOCKING=1,
 #        so an illegal memory access fails the test whose kernel made it (not a later test of the same worker).
+#        The repository's pytest addopts are replaced by -ra there, so that an older pytest-xdist on the GPU image
+#        (without --dist worksteal) cannot stop the run.
 # gluon_tests: only the Gluon Lightning tests (every WIDE / ORDER variant bit for bit against the Triton kernels).
 # lightning / infllm: bench/lightning.py (128K first) and bench/infllm_v2.py. fla autotunes dozens of configs per
 #        kernel at its first call, compiled one after another (minutes on a fresh machine), so lightning runs
@@ -51,11 +53,11 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: run, keep the log, print its tai
 nvidia-smi -L
 for s in "${steps[@]}"; do
     case $s in
-        tests) CUDA_LAUNCH_BLOCKING=1 step tests 540 python3 -m pytest -q -n 8 -p no:cacheprovider \
+        tests) CUDA_LAUNCH_BLOCKING=1 step tests 540 python3 -m pytest -q -n 8 -p no:cacheprovider -o addopts=-ra \
                    tests/test_triton_lightning.py tests/test_triton_infllm_v2.py tests/test_triton_infllm_v2_decode.py \
                    tests/test_kernel_conformance.py \
                    tests/test_triton_mutation_analysis.py ;;
-        gluon_tests) CUDA_LAUNCH_BLOCKING=1 step gluon_tests 300 python3 -m pytest -q -n 8 -p no:cacheprovider \
+        gluon_tests) CUDA_LAUNCH_BLOCKING=1 step gluon_tests 300 python3 -m pytest -q -n 8 -p no:cacheprovider -o addopts=-ra \
                          tests/test_triton_lightning.py -k gluon ;;
         lightning) if [ "${WITH_FLA:-0}" = 1 ]; then
                        fla=()

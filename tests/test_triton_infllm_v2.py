@@ -141,8 +141,9 @@ def test_forced_blocks_as_dense_tiles(monkeypatch, t_q, split, step):
         leaves = [x.clone().requires_grad_() for x in (q, k, v)]
         o = fn(*leaves, idx, block_size=8, **kw)
         results.append([o, *torch.autograd.grad(o, leaves, do)])
-        with torch.no_grad():  # the direct-launch path
-            torch.testing.assert_close(fn(q, k, v, idx, block_size=8, **kw), o, rtol=0, atol=0)
+        if t_q == 1:  # without autograd (the same launches: one case is enough, and the cheapest)
+            with torch.no_grad():
+                torch.testing.assert_close(fn(q, k, v, idx, block_size=8, **kw), o, rtol=0, atol=0)
     for got in results[:2]:
         for name, a, b in zip(("o", "dq", "dk", "dv"), got, results[2]):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
